@@ -1,0 +1,304 @@
+"""The Trainer: model, optimisers, EMA and carry for deep-supervised training, usable without Ray.
+
+    trainer = Trainer(ModelConfig.from_preset("trm_mlp"), TrainConfig(global_batch_size=64))
+    trainer.fit(train_batches, total_steps=1000, eval_batches=lambda: test_batches,
+                eval_every=250, callbacks=[PrintMetrics()])
+
+A batch is a mapping with `inputs` [B, seq_len] and `labels` [B, seq_len] (integer tokens,
+IGNORE_LABEL = −100 where there is no target) and `puzzle_ids` [B]; numpy arrays or tensors.
+Other keys are passed through to evaluation hooks. Training batches must hold exactly
+`train.global_batch_size` rows: they refill the carried slots (§1.6).
+
+`state_dict()` holds everything needed for exact resume: model, EMA, both optimisers, the carry,
+the RNG states and the step. The data position belongs to the loader: checkpoint it beside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from trm_core.act import MODEL_INPUT_KEYS, Carry, initial_carry, supervision_step, would_halt
+from trm_core.config import ModelConfig, TrainConfig
+from trm_core.ema import EMA
+from trm_core.evaluation import EvalAccumulator, EvalHook
+from trm_core.losses import IGNORE_LABEL, act_loss, sequence_correctness, token_cross_entropy
+from trm_core.model import RecursiveReasoningModel, count_parameters
+from trm_core.optim import AdamATan2, SignSGD, warmup_lr
+
+STATE_VERSION = 1
+
+
+class TrainerCallback:
+    """Override what you need; every method is optional."""
+
+    def on_train_step(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """Called after every evaluation; the natural place to checkpoint."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
+                 device: str | torch.device | None = None):
+        self.model_config = model_config
+        self.train_config = train_config
+        self.device = resolve_device(device)
+        on_cuda = self.device.type == "cuda"
+        self.dtype = {"auto": torch.bfloat16 if on_cuda else torch.float32,
+                      "float32": torch.float32, "bfloat16": torch.bfloat16}[train_config.dtype]
+
+        # Model init draws from its own seeded stream so it does not depend on (or disturb)
+        # whatever the caller did with the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_config.seed)
+            self.model = RecursiveReasoningModel(model_config).to(self.device)
+        if train_config.compile == "on" or (train_config.compile == "auto" and on_cuda):
+            self.model.compile_nets()
+
+        tc = train_config
+        self.optimizer = AdamATan2(self.model.parameters(), lr=tc.lr,
+                                   betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+        self.sparse_optimizer = (
+            SignSGD(self.model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay)
+            if self.model.puzzle_emb is not None else None)
+        self.ema = EMA(self.model, tc.ema_rate) if tc.ema else None
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(tc.seed)
+        self.carry: Carry | None = None
+        self.step = 0
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    # ---- batches ------------------------------------------------------------------------
+    def _prepare(self, batch: Mapping[str, Any], training: bool) -> tuple[dict, dict]:
+        """Validate on the host, then move the model inputs to the device."""
+        cfg = self.model_config
+        missing = [k for k in MODEL_INPUT_KEYS if k not in batch]
+        if missing:
+            raise ValueError(f"batch is missing {missing}; a batch needs {list(MODEL_INPUT_KEYS)}")
+        host = {k: torch.as_tensor(v) for k, v in batch.items()}
+        inputs, labels, ids = host["inputs"], host["labels"], host["puzzle_ids"]
+        if inputs.dim() != 2 or inputs.shape[1] != cfg.seq_len:
+            raise ValueError(f"batch 'inputs' has shape {tuple(inputs.shape)}; expected "
+                             f"[batch, model.seq_len={cfg.seq_len}]")
+        if labels.shape != inputs.shape:
+            raise ValueError(f"batch 'labels' has shape {tuple(labels.shape)}; expected "
+                             f"{tuple(inputs.shape)} like 'inputs'")
+        if ids.shape != inputs.shape[:1]:
+            raise ValueError(f"batch 'puzzle_ids' has shape {tuple(ids.shape)}; expected "
+                             f"[{inputs.shape[0]}]")
+        if training and inputs.shape[0] != self.train_config.global_batch_size:
+            raise ValueError(f"training batch has {inputs.shape[0]} rows; the carry has "
+                             f"train.global_batch_size={self.train_config.global_batch_size} slots")
+        if inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= cfg.vocab_size):
+            raise ValueError(f"batch 'inputs' holds tokens in [{int(inputs.min())}, "
+                             f"{int(inputs.max())}]; allowed is [0, model.vocab_size={cfg.vocab_size})")
+        bad_labels = (labels != IGNORE_LABEL) & ((labels < 0) | (labels >= cfg.vocab_size))
+        if bool(bad_labels.any()):
+            raise ValueError(f"batch 'labels' holds values outside [0, model.vocab_size="
+                             f"{cfg.vocab_size}) that are not IGNORE_LABEL ({IGNORE_LABEL})")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= cfg.num_puzzle_ids):
+            raise ValueError(f"batch 'puzzle_ids' holds [{int(ids.min())}, {int(ids.max())}]; "
+                             f"allowed is [0, model.num_puzzle_ids={cfg.num_puzzle_ids})")
+        device_batch = {
+            "inputs": inputs.to(self.device, torch.int32, non_blocking=True),
+            "labels": labels.to(self.device, torch.int64, non_blocking=True),
+            "puzzle_ids": ids.to(self.device, torch.int64, non_blocking=True),
+        }
+        return host, device_batch
+
+    # ---- training -----------------------------------------------------------------------
+    def _set_learning_rates(self) -> float:
+        tc = self.train_config
+        lr = warmup_lr(tc.lr, self.step, tc.lr_warmup_steps, tc.total_steps, tc.lr_min_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.lr = warmup_lr(tc.puzzle_emb_lr, self.step, tc.lr_warmup_steps,
+                                                 tc.total_steps, tc.lr_min_ratio)
+        return lr
+
+    def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """One optimizer step = one supervision step for every carried slot."""
+        started = time.perf_counter()
+        _, data = self._prepare(batch, training=True)
+        tc = self.train_config
+        if self.carry is None:
+            self.carry = initial_carry(self.model, data, self.dtype)
+        self.model.train()
+        self.step += 1
+        lr = self._set_learning_rates()
+
+        self.carry, result = supervision_step(self.model, self.carry, data, training=True,
+                                              generator=self.generator)
+        out = result.output
+        labels = self.carry.data["labels"]
+        total, parts = act_loss(out.logits, labels, out.q_halt, out.q_continue,
+                                result.target_q_continue, tc.loss, tc.q_loss_weight)
+        batch_size = labels.shape[0]
+        (total / tc.global_batch_size).backward()
+        self.optimizer.step()
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+        # Sequence metrics count halted sequences only, as upstream (§1.7).
+        with torch.no_grad():
+            done = self.carry.halted & (parts["valid_counts"] > 0)
+            seq_ok = parts["seq_is_correct"]
+            q_ok = (out.q_halt >= 0) == seq_ok
+            sums = torch.stack([
+                done.sum().double(),
+                (seq_ok & done).sum().double(),
+                torch.where(done, parts["token_fraction"], 0).sum().double(),
+                (q_ok & done).sum().double(),
+                torch.where(done, self.carry.steps, 0).sum().double(),
+                total.detach().double(), parts["lm_loss"].double(),
+                parts["q_halt_loss"].double(), parts["q_continue_loss"].double(),
+            ]).tolist()  # one host sync per step
+        halted, exact, token, q_acc, steps, loss, lm, qh, qc = sums
+        elapsed = time.perf_counter() - started
+        per_halted = max(halted, 1.0)
+        return {
+            "step": float(self.step),
+            "lr": lr,
+            "loss": loss / batch_size,
+            "lm_loss": lm / batch_size,
+            "q_halt_loss": qh / batch_size,
+            "q_continue_loss": qc / batch_size,
+            "halted": halted,
+            "exact_accuracy": exact / per_halted,
+            "token_accuracy": token / per_halted,
+            "q_halt_accuracy": q_acc / per_halted,
+            "halt_step": steps / per_halted,
+            "step_time_s": elapsed,
+            "examples_per_s": batch_size / elapsed,
+        }
+
+    # ---- evaluation ---------------------------------------------------------------------
+    def evaluate(self, batches: Iterable[Mapping[str, Any]],
+                 hooks: Sequence[EvalHook] = ()) -> dict[str, float]:
+        """Run every test sequence for all `halt_max_steps` steps with the EMA weights."""
+        cfg = self.model_config
+        accumulator = EvalAccumulator(cfg.halt_max_steps)
+        self.model.eval()
+        weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
+        with weights, torch.inference_mode():
+            for batch in batches:
+                host, data = self._prepare(batch, training=False)
+                size = data["inputs"].shape[0]
+                carry = initial_carry(self.model, data, self.dtype)
+                halt_step = torch.full((size,), cfg.halt_max_steps, device=self.device)
+                decided = torch.zeros(size, dtype=torch.bool, device=self.device)
+                exact_by_step = []
+                for step in range(cfg.halt_max_steps):
+                    carry, result = supervision_step(self.model, carry, data, training=False)
+                    out = result.output
+                    preds, fraction, seq_ok, counts = sequence_correctness(out.logits,
+                                                                           data["labels"])
+                    exact_by_step.append(seq_ok.cpu())
+                    newly = would_halt(self.model, out) & ~decided
+                    halt_step = torch.where(newly, step + 1, halt_step)
+                    decided |= newly
+                per_token = token_cross_entropy(out.logits, data["labels"], self.train_config.loss)
+                valid = (counts > 0).cpu()
+                accumulator.add(
+                    valid=valid, exact_final=seq_ok.cpu(), token_fraction=fraction.cpu(),
+                    lm_loss_per_seq=(per_token.sum(-1) / counts.clamp_min(1)).cpu(),
+                    halt_step=halt_step.cpu(),
+                    q_halt_correct=((out.q_halt >= 0) == seq_ok).cpu(),
+                    exact_by_step=exact_by_step)
+                q_prob = torch.sigmoid(out.q_halt).cpu()
+                for hook in hooks:
+                    hook.update(host, preds.cpu(), q_prob, valid)
+        metrics = accumulator.compute()
+        for hook in hooks:
+            metrics.update(hook.compute())
+        return metrics
+
+    # ---- loop ---------------------------------------------------------------------------
+    def fit(self, train_batches: Iterable[Mapping[str, Any]], total_steps: int, *,
+            eval_batches: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+            eval_every: int | None = None,
+            hooks: Callable[[], Sequence[EvalHook]] | None = None,
+            callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
+        """Train from the current step up to `total_steps`, evaluating every `eval_every`
+        steps and at the end. Returns the last evaluation's metrics ({} without eval data)."""
+        if eval_every is not None and eval_every < 1:
+            raise ValueError(f"eval_every={eval_every} must be >= 1 (or None for the end only)")
+        batches = iter(train_batches)
+        last_eval: dict[str, float] = {}
+        while self.step < total_steps:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                raise ValueError(f"train_batches ran out at step {self.step} of {total_steps}; "
+                                 "give an endless (epoch-cycling) iterator") from None
+            metrics = self.train_step(batch)
+            for callback in callbacks:
+                callback.on_train_step(self, metrics)
+            at_interval = eval_every is not None and self.step % eval_every == 0
+            if eval_batches is not None and (at_interval or self.step == total_steps):
+                last_eval = self.evaluate(eval_batches(), hooks() if hooks else ())
+                for callback in callbacks:
+                    callback.on_evaluate(self, last_eval)
+        return last_eval
+
+    # ---- exact resume -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "version": STATE_VERSION,
+            "model_config": dataclasses.asdict(self.model_config),
+            "train_config": dataclasses.asdict(self.train_config),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sparse_optimizer": self.sparse_optimizer.state_dict() if self.sparse_optimizer else None,
+            "ema": self.ema.state_dict() if self.ema else None,
+            "carry": self.carry.state_dict() if self.carry is not None else None,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')!r} is not supported; "
+                             f"this trainer reads version {STATE_VERSION}")
+        saved = state["model_config"]
+        ours = dataclasses.asdict(self.model_config)
+        differing = sorted(k for k in ours if saved.get(k) != ours[k])
+        if differing:
+            raise ValueError("checkpoint was made with a different model config; differing "
+                             f"fields: {differing}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sparse_optimizer is not None and state["sparse_optimizer"] is not None:
+            self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.carry = (Carry.from_state_dict(state["carry"], self.device)
+                      if state["carry"] is not None else None)
+        self.generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
