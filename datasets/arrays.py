@@ -29,7 +29,9 @@ class PuzzleArrays:
     def __post_init__(self) -> None:
         examples = self.inputs.shape[0]
         if self.labels.shape != self.inputs.shape:
-            raise ValueError(f"labels shape {self.labels.shape} != inputs shape {self.inputs.shape}")
+            raise ValueError(
+                f"labels shape {self.labels.shape} != inputs shape {self.inputs.shape}"
+            )
         if self.puzzle_indices[0] != 0 or self.puzzle_indices[-1] != examples:
             raise ValueError("puzzle_indices must start at 0 and end at the number of examples")
         if self.group_indices[0] != 0 or self.group_indices[-1] != len(self.puzzle_ids):
@@ -60,15 +62,23 @@ class PuzzleArrays:
         return np.repeat(self.puzzle_ids, counts)
 
     @classmethod
-    def one_example_per_puzzle(cls, inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray,
-                               vocab_size: int, extras: dict[str, np.ndarray] | None = None,
-                               puzzle_ids: np.ndarray | None = None) -> PuzzleArrays:
+    def one_example_per_puzzle(
+        cls,
+        inputs: np.ndarray,
+        labels: np.ndarray,
+        group_sizes: np.ndarray,
+        vocab_size: int,
+        extras: dict[str, np.ndarray] | None = None,
+        puzzle_ids: np.ndarray | None = None,
+    ) -> PuzzleArrays:
         """Sudoku/Maze layout: every puzzle is one example; groups are consecutive rows."""
         examples = len(inputs)
         return cls(
-            inputs=inputs, labels=labels,
+            inputs=inputs,
+            labels=labels,
             puzzle_ids=(np.zeros(examples, dtype=np.int32) if puzzle_ids is None else puzzle_ids),
             puzzle_indices=np.arange(examples + 1, dtype=np.int64),
             group_indices=np.concatenate(([0], np.cumsum(group_sizes))).astype(np.int64),
-            vocab_size=vocab_size, extras=dict(extras or {}),
+            vocab_size=vocab_size,
+            extras=dict(extras or {}),
         )

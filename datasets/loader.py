@@ -44,8 +44,10 @@ class TrainBatches:
         self.batch_in_epoch = 0
         self._plan: list[np.ndarray] | None = None
         if not self._epoch_plan(0):
-            raise ValueError(f"batch_size={batch_size} is larger than one epoch of "
-                             f"{arrays.num_groups} groups: no full batch can be formed")
+            raise ValueError(
+                f"batch_size={batch_size} is larger than one epoch of "
+                f"{arrays.num_groups} groups: no full batch can be formed"
+            )
 
     def _epoch_plan(self, epoch: int) -> list[np.ndarray]:
         """Example rows of every full batch of `epoch`."""
@@ -99,7 +101,9 @@ def eval_batches(arrays: PuzzleArrays, batch_size: int) -> Iterator[dict[str, np
         missing = batch_size - len(rows)
         if missing:
             for name, value in batch.items():
-                fill = IGNORE_LABEL if name == "labels" else arrays.pad_id if name == "inputs" else 0
+                fill = (
+                    IGNORE_LABEL if name == "labels" else arrays.pad_id if name == "inputs" else 0
+                )
                 pad = np.full((missing, *value.shape[1:]), fill, dtype=value.dtype)
                 batch[name] = np.concatenate([value, pad])
         yield batch

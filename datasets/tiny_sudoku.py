@@ -26,7 +26,9 @@ MIN_GIVENS = 4  # no 4×4 puzzle with fewer givens has a unique solution
 def all_solution_grids() -> np.ndarray:
     """The 288 valid 4×4 grids, uint8 [288, 16], digits 1..4, in lexicographic order."""
     perms = np.array(list(itertools.permutations(range(1, SIDE + 1))), dtype=np.uint8)
-    idx = np.stack(np.meshgrid(*[np.arange(len(perms))] * SIDE, indexing="ij"), -1).reshape(-1, SIDE)
+    idx = np.stack(np.meshgrid(*[np.arange(len(perms))] * SIDE, indexing="ij"), -1).reshape(
+        -1, SIDE
+    )
     grids = perms[idx]  # [24^4, 4 rows, 4 cols]; rows are valid by construction
     columns_ok = np.all(np.sort(grids, axis=1) == np.arange(1, SIDE + 1)[:, None], axis=(1, 2))
     boxes = grids.reshape(-1, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4).reshape(-1, SIDE, SIDE)
@@ -40,8 +42,13 @@ def count_solutions(puzzles: np.ndarray, grids: np.ndarray) -> np.ndarray:
     return agrees.all(-1).sum(-1)
 
 
-def make_puzzles(solutions: np.ndarray, count: int, givens: tuple[int, ...], seed: int,
-                 grids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_puzzles(
+    solutions: np.ndarray,
+    count: int,
+    givens: tuple[int, ...],
+    seed: int,
+    grids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`count` unique-solution puzzles drawn from `solutions`, spread evenly over the given
     counts in `givens`, in a shuffled order. Returns (puzzles, solutions, given counts)."""
     if min(givens) < MIN_GIVENS or max(givens) > CELLS:
@@ -70,8 +77,13 @@ def make_puzzles(solutions: np.ndarray, count: int, givens: tuple[int, ...], see
     return np.concatenate(kept_p)[order], np.concatenate(kept_s)[order], given_counts[order]
 
 
-def build(train_size: int, test_size: int, seed: int, givens: tuple[int, ...] = (4, 5, 6, 7),
-          test_fraction_of_grids: float = 1 / 6) -> tuple[PuzzleArrays, PuzzleArrays]:
+def build(
+    train_size: int,
+    test_size: int,
+    seed: int,
+    givens: tuple[int, ...] = (4, 5, 6, 7),
+    test_fraction_of_grids: float = 1 / 6,
+) -> tuple[PuzzleArrays, PuzzleArrays]:
     """Train and test sets whose solution grids are disjoint; each puzzle is its own group
     and carries a `givens` extra column (for accuracy by difficulty)."""
     grids = all_solution_grids()
@@ -80,8 +92,9 @@ def build(train_size: int, test_size: int, seed: int, givens: tuple[int, ...] = 
     test_grids, train_grids = grids[order[:n_test]], grids[order[n_test:]]
 
     def to_arrays(solutions: np.ndarray, count: int, stream: int) -> PuzzleArrays:
-        puzzles, answers, given_counts = make_puzzles(solutions, count, givens,
-                                                      seed * 1000 + stream, grids)
+        puzzles, answers, given_counts = make_puzzles(
+            solutions, count, givens, seed * 1000 + stream, grids
+        )
         return PuzzleArrays.one_example_per_puzzle(
             inputs=(puzzles + 1).astype(np.uint8),  # blank 0 → 1, digit d → d + 1
             labels=(answers + 1).astype(np.uint8),

@@ -3,7 +3,7 @@
 Pure PyTorch: imports nothing from ray, mlflow, hydra, boto3 or `datasets`, and reads no files.
 """
 
-from trm_core.config import MODEL_PRESETS, ModelConfig, TrainConfig
+from trm_core.config import MODEL_PRESETS, TRAIN_PRESETS, ModelConfig, TrainConfig
 from trm_core.evaluation import EvalHook, GroupedExactAccuracy
 from trm_core.losses import IGNORE_LABEL
 from trm_core.model import RecursiveReasoningModel, count_parameters
@@ -12,6 +12,7 @@ from trm_core.trainer import Trainer, TrainerCallback
 __all__ = [
     "IGNORE_LABEL",
     "MODEL_PRESETS",
+    "TRAIN_PRESETS",
     "EvalHook",
     "GroupedExactAccuracy",
     "ModelConfig",

@@ -32,8 +32,12 @@ class Carry:
     data: dict[str, torch.Tensor]  # the example each slot is working on
 
     def state_dict(self) -> dict:
-        return {"states": list(self.states), "steps": self.steps, "halted": self.halted,
-                "data": dict(self.data)}
+        return {
+            "states": list(self.states),
+            "steps": self.steps,
+            "halted": self.halted,
+            "data": dict(self.data),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device) -> Carry:
@@ -45,8 +49,9 @@ class Carry:
         )
 
 
-def initial_carry(model: RecursiveReasoningModel, batch: dict[str, torch.Tensor],
-                  dtype: torch.dtype) -> Carry:
+def initial_carry(
+    model: RecursiveReasoningModel, batch: dict[str, torch.Tensor], dtype: torch.dtype
+) -> Carry:
     """Every slot starts halted, so the first step loads the whole batch."""
     size = batch["inputs"].shape[0]
     device = batch["inputs"].device
@@ -64,9 +69,14 @@ class StepResult:
     target_q_continue: torch.Tensor | None  # only with act_continue in training
 
 
-def supervision_step(model: RecursiveReasoningModel, carry: Carry,
-                     batch: dict[str, torch.Tensor], *, training: bool,
-                     generator: torch.Generator | None = None) -> tuple[Carry, StepResult]:
+def supervision_step(
+    model: RecursiveReasoningModel,
+    carry: Carry,
+    batch: dict[str, torch.Tensor],
+    *,
+    training: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[Carry, StepResult]:
     cfg = model.config
     reset = carry.halted
     states = model.reset_states(carry.states, reset)
@@ -86,16 +96,25 @@ def supervision_step(model: RecursiveReasoningModel, carry: Carry,
         with torch.no_grad():
             halted = halted | would_halt(model, output)
             size = steps.shape[0]
-            explore = torch.rand(size, device=steps.device, generator=generator) \
+            explore = (
+                torch.rand(size, device=steps.device, generator=generator)
                 < cfg.halt_exploration_prob
-            min_steps = torch.randint(2, cfg.halt_max_steps + 1, (size,), device=steps.device,
-                                      generator=generator, dtype=steps.dtype)
+            )
+            min_steps = torch.randint(
+                2,
+                cfg.halt_max_steps + 1,
+                (size,),
+                device=steps.device,
+                generator=generator,
+                dtype=steps.dtype,
+            )
             halted = halted & (steps >= explore * min_steps)
             if cfg.act_continue:
                 # HRM's Q-learning target: a second, no-grad forward from the new carry (§1.7).
                 nxt = model(output.states, data["inputs"], data["puzzle_ids"], track_grad=False)
-                target_q_continue = torch.sigmoid(torch.where(
-                    is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
+                target_q_continue = torch.sigmoid(
+                    torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue))
+                )
     new_carry = Carry(states=output.states, steps=steps, halted=halted, data=data)
     return new_carry, StepResult(output=output, target_q_continue=target_q_continue)
 

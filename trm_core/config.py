@@ -33,7 +33,9 @@ def _check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -
 
 def _check_min(owner: str, name: str, value: Any, minimum: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ValueError(f"{owner}.{name}={value!r} is not allowed; it must be a number >= {minimum}")
+        raise ValueError(
+            f"{owner}.{name}={value!r} is not allowed; it must be a number >= {minimum}"
+        )
 
 
 def _check_range(owner: str, name: str, value: Any, low: float, high: float) -> None:
@@ -115,12 +117,17 @@ class ModelConfig:
                 f"{math.ceil(ndim / self.hidden)}"
             )
         if self.latents == "multiscale" and self.n < 2:
-            raise ValueError("model.latents='multiscale' keeps n separate z's; it needs model.n >= 2")
+            raise ValueError(
+                "model.latents='multiscale' keeps n separate z's; it needs model.n >= 2"
+            )
 
     # ---- derived facts, each defined once -------------------------------------------
     @property
     def puzzle_emb_dim(self) -> int:
-        return self.hidden if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
+        """Width of the learned puzzle vector; by default one hidden vector, none without slots."""
+        if self.puzzle_emb_ndim is not None:
+            return self.puzzle_emb_ndim
+        return self.hidden if self.puzzle_emb_len > 0 else 0
 
     @property
     def total_seq_len(self) -> int:
@@ -129,7 +136,7 @@ class ModelConfig:
 
     @property
     def calls_per_step(self) -> int:
-        """Network calls per supervision step: T recursions of n latent updates + 1 output update."""
+        """Network calls per supervision step: T recursions of n latent + 1 answer update."""
         return self.T * (self.n + 1)
 
     @property
@@ -156,7 +163,9 @@ class ModelConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
         if name not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
+            raise ValueError(
+                f"unknown model preset {name!r}; choose one of {sorted(MODEL_PRESETS)}"
+            )
         return _from_dict(cls, {**MODEL_PRESETS[name], **overrides}, "model")
 
 
@@ -175,7 +184,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "trm_single_z": {"latents": "single_z"},
     "trm_multiscale": {"latents": "multiscale"},
     # HRM (§1.5): two 4-block attention nets, T=n=2, 1-step gradient, Q-learning continue
-    # loss, one puzzle-embedding slot.
+    # loss, one puzzle-embedding slot. Train it with a `hrm_*` TrainConfig preset (no EMA).
     "hrm": {
         "net": "dual",
         "layers": 4,
@@ -230,7 +239,9 @@ class TrainConfig:
         _check_choice(owner, "dtype", self.dtype, DTYPE_CHOICES)
         _check_choice(owner, "compile", self.compile, COMPILE_CHOICES)
         if self.lr_min_ratio < 1.0 and not self.total_steps:
-            raise ValueError("train.lr_min_ratio < 1 decays the learning rate; set train.total_steps")
+            raise ValueError(
+                "train.lr_min_ratio < 1 decays the learning rate; set train.total_steps"
+            )
 
     def replace(self, **changes: Any) -> TrainConfig:
         return _from_dict(TrainConfig, {**dataclasses.asdict(self), **changes}, "train")
@@ -238,3 +249,25 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         return _from_dict(cls, values, "train")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        if name not in TRAIN_PRESETS:
+            raise ValueError(
+                f"unknown train preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}"
+            )
+        return _from_dict(cls, {**TRAIN_PRESETS[name], **overrides}, "train")
+
+
+# Recipes of §2.1 as deltas from the TrainConfig defaults (TRM Sudoku). Budgets (epochs, eval
+# interval) belong to the suite's scale, not here.
+_ARC_WEIGHTS = {"weight_decay": 0.1, "puzzle_emb_lr": 1e-2, "puzzle_emb_weight_decay": 0.1}
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "trm_sudoku": {},
+    "trm_maze": {},
+    "trm_arc": dict(_ARC_WEIGHTS),
+    # HRM trains without EMA (§2.1 "HRM recipe").
+    "hrm_sudoku": {"ema": False},
+    "hrm_maze": {"ema": False},
+    "hrm_arc": {**_ARC_WEIGHTS, "ema": False},
+}

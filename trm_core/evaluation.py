@@ -15,8 +15,13 @@ import torch
 
 
 class EvalHook(Protocol):
-    def update(self, batch: dict[str, torch.Tensor], predictions: torch.Tensor,
-               q_halt_prob: torch.Tensor, valid: torch.Tensor) -> None:
+    def update(
+        self,
+        batch: dict[str, torch.Tensor],
+        predictions: torch.Tensor,
+        q_halt_prob: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> None:
         """predictions [B, L], q_halt_prob [B], valid [B] (False for padding rows); all on CPU."""
 
     def compute(self) -> dict[str, float]: ...
@@ -35,16 +40,19 @@ class GroupedExactAccuracy:
         labels = batch[self.labels_key]
         mask = labels != -100
         exact = ((predictions == labels) | ~mask).all(-1)
-        for group, ok, is_valid in zip(batch[self.key].tolist(), exact.tolist(), valid.tolist(),
-                                       strict=True):
+        for group, ok, is_valid in zip(
+            batch[self.key].tolist(), exact.tolist(), valid.tolist(), strict=True
+        ):
             if not is_valid:
                 continue
             self.total[group] = self.total.get(group, 0) + 1
             self.solved[group] = self.solved.get(group, 0) + int(ok)
 
     def compute(self) -> dict[str, float]:
-        return {f"exact_accuracy/{self.key}={g}": self.solved[g] / self.total[g]
-                for g in sorted(self.total)}
+        return {
+            f"exact_accuracy/{self.key}={g}": self.solved[g] / self.total[g]
+            for g in sorted(self.total)
+        }
 
 
 class EvalAccumulator:
@@ -59,8 +67,17 @@ class EvalAccumulator:
         self.q_halt_accuracy = 0.0
         self.exact_by_step = [0.0] * halt_max_steps
 
-    def add(self, *, valid, exact_final, token_fraction, lm_loss_per_seq, halt_step,
-            q_halt_correct, exact_by_step) -> None:
+    def add(
+        self,
+        *,
+        valid,
+        exact_final,
+        token_fraction,
+        lm_loss_per_seq,
+        halt_step,
+        q_halt_correct,
+        exact_by_step,
+    ) -> None:
         self.count += int(valid.sum())
         self.exact += float((exact_final & valid).sum())
         self.token_accuracy += float(token_fraction[valid].sum())

@@ -92,9 +92,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, heads, L, head_dim]; cos/sin: [L, head_dim]."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+    """x: [B, heads, L, head_dim]; cos/sin: [L, head_dim]. Rotates in fp32 (bf16 tables lose
+    precision at the 900-odd positions of 30×30 grids) and casts back."""
+    x32 = x.float()
+    return (x32 * cos + _rotate_half(x32) * sin).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -126,8 +127,16 @@ class Block(nn.Module):
     transposed, i.e. the norm runs over the sequence axis separately for each channel.
     """
 
-    def __init__(self, hidden: int, heads: int, expansion: float, multiple: int, mixer: str,
-                 seq_len: int, eps: float):
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        expansion: float,
+        multiple: int,
+        mixer: str,
+        seq_len: int,
+        eps: float,
+    ):
         super().__init__()
         self.mixer_kind = mixer
         self.eps = eps
@@ -150,15 +159,25 @@ class Block(nn.Module):
 class ReasoningNet(nn.Module):
     """A stack of blocks called as net(h, injection): add the inputs, then run the blocks."""
 
-    def __init__(self, layers: int, hidden: int, heads: int, expansion: float, multiple: int,
-                 mixer: str, seq_len: int, eps: float):
+    def __init__(
+        self,
+        layers: int,
+        hidden: int,
+        heads: int,
+        expansion: float,
+        multiple: int,
+        mixer: str,
+        seq_len: int,
+        eps: float,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
             Block(hidden, heads, expansion, multiple, mixer, seq_len, eps) for _ in range(layers)
         )
 
-    def forward(self, h: torch.Tensor, injection: torch.Tensor | None,
-                rope: RotaryEmbedding | None) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, injection: torch.Tensor | None, rope: RotaryEmbedding | None
+    ) -> torch.Tensor:
         if injection is not None:
             h = h + injection
         for block in self.blocks:

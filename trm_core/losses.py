@@ -14,7 +14,9 @@ IGNORE_LABEL = -100
 
 def _stablemax_s(x: torch.Tensor) -> torch.Tensor:
     # s(x) = x + 1 for x ≥ 0 and 1 / (1 − x) for x < 0: positive, monotone, grows linearly.
-    return torch.where(x < 0, 1 / (1 - x), x + 1)
+    # The clamp keeps the unselected branch finite at x = 1 (else its 1/0 makes a NaN gradient,
+    # common with bf16 logits); upstream adds 1e-30 to the denominator for the same reason.
+    return torch.where(x < 0, 1 / (1 - x.clamp(max=0)), x + 1)
 
 
 def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -32,7 +34,9 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, kind: str) -
     elif kind == "softmax":
         logprobs = F.log_softmax(logits64, dim=-1)
     else:
-        raise ValueError(f"train.loss={kind!r} is not allowed; choose one of ['stablemax', 'softmax']")
+        raise ValueError(
+            f"train.loss={kind!r} is not allowed; choose one of ['stablemax', 'softmax']"
+        )
     picked = torch.gather(logprobs, -1, safe_labels.unsqueeze(-1)).squeeze(-1)
     return -torch.where(valid, picked, torch.zeros_like(picked))
 
@@ -48,9 +52,15 @@ def sequence_correctness(logits: torch.Tensor, labels: torch.Tensor):
     return predictions, fraction, seq_is_correct, counts
 
 
-def act_loss(logits: torch.Tensor, labels: torch.Tensor, q_halt: torch.Tensor,
-             q_continue: torch.Tensor, target_q_continue: torch.Tensor | None,
-             loss_kind: str, q_loss_weight: float):
+def act_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    q_halt: torch.Tensor,
+    q_continue: torch.Tensor,
+    target_q_continue: torch.Tensor | None,
+    loss_kind: str,
+    q_loss_weight: float,
+):
     """Loss *summed* over the batch (the caller divides by the global batch size, §1.7).
 
     Returns (total, parts) where parts holds lm_loss, q_halt_loss, q_continue_loss and the
@@ -61,10 +71,12 @@ def act_loss(logits: torch.Tensor, labels: torch.Tensor, q_halt: torch.Tensor,
     lm_loss = (per_token.sum(-1) / counts.clamp_min(1)).sum()
     # Halting target: is the whole sequence already right? (no gradient into the target)
     q_halt_loss = F.binary_cross_entropy_with_logits(
-        q_halt, seq_is_correct.to(q_halt.dtype), reduction="sum")
+        q_halt, seq_is_correct.to(q_halt.dtype), reduction="sum"
+    )
     if target_q_continue is not None:
         q_continue_loss = F.binary_cross_entropy_with_logits(
-            q_continue, target_q_continue, reduction="sum")
+            q_continue, target_q_continue, reduction="sum"
+        )
     else:
         q_continue_loss = torch.zeros((), device=logits.device)
     total = lm_loss + q_loss_weight * (q_halt_loss + q_continue_loss)

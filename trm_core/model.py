@@ -41,19 +41,38 @@ class RecursiveReasoningModel(nn.Module):
         self.config = config
         c = config
         self.embed_scale = math.sqrt(c.hidden)
-        self.tok_emb = nn.Parameter(trunc_normal_(torch.empty(c.vocab_size, c.hidden),
-                                                  std=1.0 / math.sqrt(c.hidden)))
-        self.puzzle_emb = (PuzzleEmbedding(c.num_puzzle_ids, c.puzzle_emb_dim)
-                           if c.puzzle_emb_dim > 0 and c.puzzle_emb_len > 0 else None)
-        self.pos_emb = (nn.Parameter(trunc_normal_(torch.empty(c.total_seq_len, c.hidden),
-                                                   std=1.0 / math.sqrt(c.hidden)))
-                        if c.pos_encoding == "learned" else None)
-        self.rope = (RotaryEmbedding(c.hidden // c.heads, c.total_seq_len, c.rope_theta)
-                     if c.pos_encoding == "rope" else None)
+        self.tok_emb = nn.Parameter(
+            trunc_normal_(torch.empty(c.vocab_size, c.hidden), std=1.0 / math.sqrt(c.hidden))
+        )
+        self.puzzle_emb = (
+            PuzzleEmbedding(c.num_puzzle_ids, c.puzzle_emb_dim)
+            if c.puzzle_emb_dim > 0 and c.puzzle_emb_len > 0
+            else None
+        )
+        self.pos_emb = (
+            nn.Parameter(
+                trunc_normal_(torch.empty(c.total_seq_len, c.hidden), std=1.0 / math.sqrt(c.hidden))
+            )
+            if c.pos_encoding == "learned"
+            else None
+        )
+        self.rope = (
+            RotaryEmbedding(c.hidden // c.heads, c.total_seq_len, c.rope_theta)
+            if c.pos_encoding == "rope"
+            else None
+        )
 
         def make_net() -> ReasoningNet:
-            return ReasoningNet(c.layers, c.hidden, c.heads, c.expansion, c.swiglu_multiple,
-                                c.mixer, c.total_seq_len, c.norm_eps)
+            return ReasoningNet(
+                c.layers,
+                c.hidden,
+                c.heads,
+                c.expansion,
+                c.swiglu_multiple,
+                c.mixer,
+                c.total_seq_len,
+                c.norm_eps,
+            )
 
         self.z_net = make_net()
         # `dual` adds a separate answer network; `single` reuses z_net for both updates.
@@ -87,16 +106,20 @@ class RecursiveReasoningModel(nn.Module):
         shape = (batch_size, self.config.total_seq_len, self.config.hidden)
         return tuple(v.to(dtype).expand(shape).clone() for v in self._init_vectors())
 
-    def reset_states(self, states: tuple[torch.Tensor, ...],
-                     reset: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def reset_states(
+        self, states: tuple[torch.Tensor, ...], reset: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         """Restart the slots where `reset` [B] is true from the initial vectors."""
         mask = reset.view(-1, 1, 1)
-        return tuple(torch.where(mask, v.to(s.dtype), s)
-                     for s, v in zip(states, self._init_vectors(), strict=True))
+        return tuple(
+            torch.where(mask, v.to(s.dtype), s)
+            for s, v in zip(states, self._init_vectors(), strict=True)
+        )
 
     # ---- input --------------------------------------------------------------------------
-    def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor, dtype: torch.dtype,
-              track_grad: bool) -> torch.Tensor:
+    def embed(
+        self, inputs: torch.Tensor, puzzle_ids: torch.Tensor, dtype: torch.dtype, track_grad: bool
+    ) -> torch.Tensor:
         c = self.config
         if inputs.shape[-1] != c.seq_len:
             raise ValueError(
@@ -123,8 +146,13 @@ class RecursiveReasoningModel(nn.Module):
         c = self.config
         return c.calls_per_step - c.grad_calls_per_step
 
-    def forward(self, states: tuple[torch.Tensor, ...], inputs: torch.Tensor,
-                puzzle_ids: torch.Tensor, track_grad: bool) -> ModelOutput:
+    def forward(
+        self,
+        states: tuple[torch.Tensor, ...],
+        inputs: torch.Tensor,
+        puzzle_ids: torch.Tensor,
+        track_grad: bool,
+    ) -> ModelOutput:
         c = self.config
         dtype = states[0].dtype
         x = self.embed(inputs, puzzle_ids, dtype, track_grad)
@@ -162,7 +190,7 @@ class RecursiveReasoningModel(nn.Module):
                 states = [y, *zs]
 
         answer = states[0]
-        logits = self.lm_head(answer)[:, c.puzzle_emb_len:]
+        logits = self.lm_head(answer)[:, c.puzzle_emb_len :]
         q = self.q_head(answer[:, 0]).float()
         return ModelOutput(
             states=tuple(s.detach() for s in states),  # no gradient across supervision steps

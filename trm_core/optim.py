@@ -18,8 +18,13 @@ from trm_core.puzzle_embedding import PuzzleEmbedding
 
 
 class AdamATan2(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+    ):
         if lr < 0:
             raise ValueError(f"AdamATan2 lr={lr} must be >= 0")
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
@@ -50,8 +55,9 @@ class AdamATan2(torch.optim.Optimizer):
                 v.lerp_(grad * grad, 1 - beta2)
                 bias_correction1 = 1 - beta1**t
                 bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-                p.add_(torch.atan2(m, v.sqrt() / bias_correction2_sqrt),
-                       alpha=-lr / bias_correction1)
+                p.add_(
+                    torch.atan2(m, v.sqrt() / bias_correction2_sqrt), alpha=-lr / bias_correction1
+                )
         return loss
 
 
@@ -72,8 +78,9 @@ class SignSGD:
         if rows.grad is None:
             return
         unique_ids, inverse = torch.unique(ids, return_inverse=True)
-        grad = torch.zeros(unique_ids.shape[0], rows.shape[-1], device=rows.device,
-                           dtype=rows.grad.dtype)
+        grad = torch.zeros(
+            unique_ids.shape[0], rows.shape[-1], device=rows.device, dtype=rows.grad.dtype
+        )
         grad.index_add_(0, inverse, rows.grad)
         weight = self.table.weight
         updated = weight[unique_ids] * (1 - self.lr * self.weight_decay) - self.lr * grad.sign()
@@ -87,8 +94,9 @@ class SignSGD:
         self.weight_decay = state["weight_decay"]
 
 
-def warmup_lr(base_lr: float, step: int, warmup: int, total: int | None = None,
-              min_ratio: float = 1.0) -> float:
+def warmup_lr(
+    base_lr: float, step: int, warmup: int, total: int | None = None, min_ratio: float = 1.0
+) -> float:
     """Learning rate for optimizer step `step` (1-based, as upstream increments first)."""
     if step < warmup:
         return base_lr * step / max(1, warmup)

@@ -51,29 +51,43 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        device: str | torch.device | None = None,
+    ):
         self.model_config = model_config
         self.train_config = train_config
         self.device = resolve_device(device)
         on_cuda = self.device.type == "cuda"
-        self.dtype = {"auto": torch.bfloat16 if on_cuda else torch.float32,
-                      "float32": torch.float32, "bfloat16": torch.bfloat16}[train_config.dtype]
+        self.dtype = {
+            "auto": torch.bfloat16 if on_cuda else torch.float32,
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+        }[train_config.dtype]
 
         # Model init draws from its own seeded stream so it does not depend on (or disturb)
         # whatever the caller did with the global RNG.
-        with torch.random.fork_rng(devices=[]):
+        cuda_devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(train_config.seed)
             self.model = RecursiveReasoningModel(model_config).to(self.device)
         if train_config.compile == "on" or (train_config.compile == "auto" and on_cuda):
             self.model.compile_nets()
 
         tc = train_config
-        self.optimizer = AdamATan2(self.model.parameters(), lr=tc.lr,
-                                   betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+        self.optimizer = AdamATan2(
+            self.model.parameters(),
+            lr=tc.lr,
+            betas=(tc.beta1, tc.beta2),
+            weight_decay=tc.weight_decay,
+        )
         self.sparse_optimizer = (
             SignSGD(self.model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay)
-            if self.model.puzzle_emb is not None else None)
+            if self.model.puzzle_emb is not None
+            else None
+        )
         self.ema = EMA(self.model, tc.ema_rate) if tc.ema else None
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(tc.seed)
@@ -94,27 +108,40 @@ class Trainer:
         host = {k: torch.as_tensor(v) for k, v in batch.items()}
         inputs, labels, ids = host["inputs"], host["labels"], host["puzzle_ids"]
         if inputs.dim() != 2 or inputs.shape[1] != cfg.seq_len:
-            raise ValueError(f"batch 'inputs' has shape {tuple(inputs.shape)}; expected "
-                             f"[batch, model.seq_len={cfg.seq_len}]")
+            raise ValueError(
+                f"batch 'inputs' has shape {tuple(inputs.shape)}; expected "
+                f"[batch, model.seq_len={cfg.seq_len}]"
+            )
         if labels.shape != inputs.shape:
-            raise ValueError(f"batch 'labels' has shape {tuple(labels.shape)}; expected "
-                             f"{tuple(inputs.shape)} like 'inputs'")
+            raise ValueError(
+                f"batch 'labels' has shape {tuple(labels.shape)}; expected "
+                f"{tuple(inputs.shape)} like 'inputs'"
+            )
         if ids.shape != inputs.shape[:1]:
-            raise ValueError(f"batch 'puzzle_ids' has shape {tuple(ids.shape)}; expected "
-                             f"[{inputs.shape[0]}]")
+            raise ValueError(
+                f"batch 'puzzle_ids' has shape {tuple(ids.shape)}; expected [{inputs.shape[0]}]"
+            )
         if training and inputs.shape[0] != self.train_config.global_batch_size:
-            raise ValueError(f"training batch has {inputs.shape[0]} rows; the carry has "
-                             f"train.global_batch_size={self.train_config.global_batch_size} slots")
+            raise ValueError(
+                f"training batch has {inputs.shape[0]} rows; the carry has "
+                f"train.global_batch_size={self.train_config.global_batch_size} slots"
+            )
         if inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= cfg.vocab_size):
-            raise ValueError(f"batch 'inputs' holds tokens in [{int(inputs.min())}, "
-                             f"{int(inputs.max())}]; allowed is [0, model.vocab_size={cfg.vocab_size})")
+            raise ValueError(
+                f"batch 'inputs' holds tokens in [{int(inputs.min())}, "
+                f"{int(inputs.max())}]; allowed is [0, model.vocab_size={cfg.vocab_size})"
+            )
         bad_labels = (labels != IGNORE_LABEL) & ((labels < 0) | (labels >= cfg.vocab_size))
         if bool(bad_labels.any()):
-            raise ValueError(f"batch 'labels' holds values outside [0, model.vocab_size="
-                             f"{cfg.vocab_size}) that are not IGNORE_LABEL ({IGNORE_LABEL})")
+            raise ValueError(
+                f"batch 'labels' holds values outside [0, model.vocab_size="
+                f"{cfg.vocab_size}) that are not IGNORE_LABEL ({IGNORE_LABEL})"
+            )
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= cfg.num_puzzle_ids):
-            raise ValueError(f"batch 'puzzle_ids' holds [{int(ids.min())}, {int(ids.max())}]; "
-                             f"allowed is [0, model.num_puzzle_ids={cfg.num_puzzle_ids})")
+            raise ValueError(
+                f"batch 'puzzle_ids' holds [{int(ids.min())}, {int(ids.max())}]; "
+                f"allowed is [0, model.num_puzzle_ids={cfg.num_puzzle_ids})"
+            )
         device_batch = {
             "inputs": inputs.to(self.device, torch.int32, non_blocking=True),
             "labels": labels.to(self.device, torch.int64, non_blocking=True),
@@ -129,8 +156,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.sparse_optimizer is not None:
-            self.sparse_optimizer.lr = warmup_lr(tc.puzzle_emb_lr, self.step, tc.lr_warmup_steps,
-                                                 tc.total_steps, tc.lr_min_ratio)
+            self.sparse_optimizer.lr = warmup_lr(
+                tc.puzzle_emb_lr, self.step, tc.lr_warmup_steps, tc.total_steps, tc.lr_min_ratio
+            )
         return lr
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
@@ -144,12 +172,20 @@ class Trainer:
         self.step += 1
         lr = self._set_learning_rates()
 
-        self.carry, result = supervision_step(self.model, self.carry, data, training=True,
-                                              generator=self.generator)
+        self.carry, result = supervision_step(
+            self.model, self.carry, data, training=True, generator=self.generator
+        )
         out = result.output
         labels = self.carry.data["labels"]
-        total, parts = act_loss(out.logits, labels, out.q_halt, out.q_continue,
-                                result.target_q_continue, tc.loss, tc.q_loss_weight)
+        total, parts = act_loss(
+            out.logits,
+            labels,
+            out.q_halt,
+            out.q_continue,
+            result.target_q_continue,
+            tc.loss,
+            tc.q_loss_weight,
+        )
         batch_size = labels.shape[0]
         (total / tc.global_batch_size).backward()
         self.optimizer.step()
@@ -164,15 +200,19 @@ class Trainer:
             done = self.carry.halted & (parts["valid_counts"] > 0)
             seq_ok = parts["seq_is_correct"]
             q_ok = (out.q_halt >= 0) == seq_ok
-            sums = torch.stack([
-                done.sum().double(),
-                (seq_ok & done).sum().double(),
-                torch.where(done, parts["token_fraction"], 0).sum().double(),
-                (q_ok & done).sum().double(),
-                torch.where(done, self.carry.steps, 0).sum().double(),
-                total.detach().double(), parts["lm_loss"].double(),
-                parts["q_halt_loss"].double(), parts["q_continue_loss"].double(),
-            ]).tolist()  # one host sync per step
+            sums = torch.stack(
+                [
+                    done.sum().double(),
+                    (seq_ok & done).sum().double(),
+                    torch.where(done, parts["token_fraction"], 0).sum().double(),
+                    (q_ok & done).sum().double(),
+                    torch.where(done, self.carry.steps, 0).sum().double(),
+                    total.detach().double(),
+                    parts["lm_loss"].double(),
+                    parts["q_halt_loss"].double(),
+                    parts["q_continue_loss"].double(),
+                ]
+            ).tolist()  # one host sync per step
         halted, exact, token, q_acc, steps, loss, lm, qh, qc = sums
         elapsed = time.perf_counter() - started
         per_halted = max(halted, 1.0)
@@ -193,8 +233,9 @@ class Trainer:
         }
 
     # ---- evaluation ---------------------------------------------------------------------
-    def evaluate(self, batches: Iterable[Mapping[str, Any]],
-                 hooks: Sequence[EvalHook] = ()) -> dict[str, float]:
+    def evaluate(
+        self, batches: Iterable[Mapping[str, Any]], hooks: Sequence[EvalHook] = ()
+    ) -> dict[str, float]:
         """Run every test sequence for all `halt_max_steps` steps with the EMA weights."""
         cfg = self.model_config
         accumulator = EvalAccumulator(cfg.halt_max_steps)
@@ -211,8 +252,9 @@ class Trainer:
                 for step in range(cfg.halt_max_steps):
                     carry, result = supervision_step(self.model, carry, data, training=False)
                     out = result.output
-                    preds, fraction, seq_ok, counts = sequence_correctness(out.logits,
-                                                                           data["labels"])
+                    preds, fraction, seq_ok, counts = sequence_correctness(
+                        out.logits, data["labels"]
+                    )
                     exact_by_step.append(seq_ok.cpu())
                     newly = would_halt(self.model, out) & ~decided
                     halt_step = torch.where(newly, step + 1, halt_step)
@@ -220,11 +262,14 @@ class Trainer:
                 per_token = token_cross_entropy(out.logits, data["labels"], self.train_config.loss)
                 valid = (counts > 0).cpu()
                 accumulator.add(
-                    valid=valid, exact_final=seq_ok.cpu(), token_fraction=fraction.cpu(),
+                    valid=valid,
+                    exact_final=seq_ok.cpu(),
+                    token_fraction=fraction.cpu(),
                     lm_loss_per_seq=(per_token.sum(-1) / counts.clamp_min(1)).cpu(),
                     halt_step=halt_step.cpu(),
                     q_halt_correct=((out.q_halt >= 0) == seq_ok).cpu(),
-                    exact_by_step=exact_by_step)
+                    exact_by_step=exact_by_step,
+                )
                 q_prob = torch.sigmoid(out.q_halt).cpu()
                 for hook in hooks:
                     hook.update(host, preds.cpu(), q_prob, valid)
@@ -234,11 +279,16 @@ class Trainer:
         return metrics
 
     # ---- loop ---------------------------------------------------------------------------
-    def fit(self, train_batches: Iterable[Mapping[str, Any]], total_steps: int, *,
-            eval_batches: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
-            eval_every: int | None = None,
-            hooks: Callable[[], Sequence[EvalHook]] | None = None,
-            callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
+    def fit(
+        self,
+        train_batches: Iterable[Mapping[str, Any]],
+        total_steps: int,
+        *,
+        eval_batches: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+        eval_every: int | None = None,
+        hooks: Callable[[], Sequence[EvalHook]] | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> dict[str, float]:
         """Train from the current step up to `total_steps`, evaluating every `eval_every`
         steps and at the end. Returns the last evaluation's metrics ({} without eval data)."""
         if eval_every is not None and eval_every < 1:
@@ -249,8 +299,10 @@ class Trainer:
             try:
                 batch = next(batches)
             except StopIteration:
-                raise ValueError(f"train_batches ran out at step {self.step} of {total_steps}; "
-                                 "give an endless (epoch-cycling) iterator") from None
+                raise ValueError(
+                    f"train_batches ran out at step {self.step} of {total_steps}; "
+                    "give an endless (epoch-cycling) iterator"
+                ) from None
             metrics = self.train_step(batch)
             for callback in callbacks:
                 callback.on_train_step(self, metrics)
@@ -263,7 +315,11 @@ class Trainer:
 
     # ---- exact resume -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        rng = {
+            "generator": self.generator.get_state(),
+            "torch": torch.get_rng_state(),
+            "device_type": self.device.type,
+        }
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
@@ -273,7 +329,9 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "sparse_optimizer": self.sparse_optimizer.state_dict() if self.sparse_optimizer else None,
+            "sparse_optimizer": self.sparse_optimizer.state_dict()
+            if self.sparse_optimizer
+            else None,
             "ema": self.ema.state_dict() if self.ema else None,
             "carry": self.carry.state_dict() if self.carry is not None else None,
             "rng": rng,
@@ -281,23 +339,38 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"checkpoint version {state.get('version')!r} is not supported; "
-                             f"this trainer reads version {STATE_VERSION}")
+            raise ValueError(
+                f"checkpoint version {state.get('version')!r} is not supported; "
+                f"this trainer reads version {STATE_VERSION}"
+            )
         saved = state["model_config"]
         ours = dataclasses.asdict(self.model_config)
         differing = sorted(k for k in ours if saved.get(k) != ours[k])
+        # The carry is sized and typed by these; the rest of the recipe may change on resume.
+        differing += [
+            f"train.{k}"
+            for k in ("global_batch_size", "dtype")
+            if state["train_config"].get(k) != getattr(self.train_config, k)
+        ]
         if differing:
-            raise ValueError("checkpoint was made with a different model config; differing "
-                             f"fields: {differing}")
+            raise ValueError(
+                f"checkpoint was made with a different config; differing fields: {differing}"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.sparse_optimizer is not None and state["sparse_optimizer"] is not None:
             self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.carry = (Carry.from_state_dict(state["carry"], self.device)
-                      if state["carry"] is not None else None)
-        self.generator.set_state(state["rng"]["generator"])
+        self.carry = (
+            Carry.from_state_dict(state["carry"], self.device)
+            if state["carry"] is not None
+            else None
+        )
+        if state["rng"].get("device_type", "cpu") == self.device.type:
+            self.generator.set_state(state["rng"]["generator"])
+        else:  # generator states do not transfer across device types: reseed deterministically
+            self.generator.manual_seed(self.train_config.seed * 1_000_003 + int(state["step"]))
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])

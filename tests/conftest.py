@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny configurations that keep unit tests fast on 2 CPU cores."""
+
+import pytest
+import torch
+
+from trm_core import ModelConfig, TrainConfig
+
+torch.set_num_threads(2)
+
+
+def tiny_model_config(**overrides) -> ModelConfig:
+    base = dict(
+        vocab_size=6,
+        seq_len=8,
+        hidden=16,
+        heads=2,
+        expansion=2,
+        swiglu_multiple=8,
+        T=3,
+        n=2,
+        halt_max_steps=4,
+        puzzle_emb_len=2,
+        num_puzzle_ids=3,
+    )
+    base.update(overrides)
+    preset = base.pop("preset", "trm_mlp")
+    return ModelConfig.from_preset(preset, **base)
+
+
+def tiny_train_config(**overrides) -> TrainConfig:
+    base = dict(
+        global_batch_size=8,
+        lr=1e-3,
+        lr_warmup_steps=2,
+        weight_decay=0.1,
+        puzzle_emb_lr=1e-2,
+        puzzle_emb_weight_decay=0.1,
+        ema=True,
+        ema_rate=0.9,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def random_batch(cfg: ModelConfig, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "inputs": torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=g),
+        "labels": torch.randint(1, cfg.vocab_size, (batch_size, cfg.seq_len), generator=g),
+        "puzzle_ids": torch.randint(0, cfg.num_puzzle_ids, (batch_size,), generator=g),
+    }
+
+
+@pytest.fixture
+def tiny_config() -> ModelConfig:
+    return tiny_model_config()
