@@ -11,6 +11,7 @@ TRM_SPEC §3.2: PAD = 0, blank = 1, digit d = d + 1, so the vocabulary has 6 tok
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -23,8 +24,8 @@ VOCAB_SIZE = SIDE + 2  # PAD, blank, digits 1..4
 MIN_GIVENS = 4  # no 4×4 puzzle with fewer givens has a unique solution
 
 
-def all_solution_grids() -> np.ndarray:
-    """The 288 valid 4×4 grids, uint8 [288, 16], digits 1..4, in lexicographic order."""
+@functools.cache
+def _solution_grids() -> np.ndarray:
     perms = np.array(list(itertools.permutations(range(1, SIDE + 1))), dtype=np.uint8)
     idx = np.stack(np.meshgrid(*[np.arange(len(perms))] * SIDE, indexing="ij"), -1).reshape(
         -1, SIDE
@@ -34,6 +35,11 @@ def all_solution_grids() -> np.ndarray:
     boxes = grids.reshape(-1, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4).reshape(-1, SIDE, SIDE)
     boxes_ok = np.all(np.sort(boxes, axis=2) == np.arange(1, SIDE + 1), axis=(1, 2))
     return grids[columns_ok & boxes_ok].reshape(-1, CELLS)
+
+
+def all_solution_grids() -> np.ndarray:
+    """The 288 valid 4×4 grids, uint8 [288, 16], digits 1..4, in lexicographic order."""
+    return _solution_grids().copy()
 
 
 def count_solutions(puzzles: np.ndarray, grids: np.ndarray) -> np.ndarray:

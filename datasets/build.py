@@ -1,0 +1,245 @@
+"""Build a dataset once, with the paper's augmentations, into a content-addressed store.
+
+    python -m datasets.build sudoku --source DIR [--subsample 1000] [--augment 1000] [--seed 0]
+                                    [--test-limit N] [--out .trm/datasets | s3://bucket/prefix]
+    python -m datasets.build tiny_sudoku --train 6000 --test 500 --seed 0
+
+`--source` is a folder with the published `train.csv`/`test.csv` (a user's download or the
+output of `python -m datasets.generate`). The build writes shards and then the manifest into a
+staging folder, then puts it into the store (shards first, manifest last) and prints the
+dataset id: the sha256 of the manifest. The same builder version, arguments, seed and source
+files give byte-identical shards and therefore the same id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets import sudoku, tiny_sudoku
+from datasets.arrays import PuzzleArrays
+from datasets.format import FORMAT_VERSION, sha256_file, split_summary, write_manifest, write_split
+from datasets.store import DatasetStore
+
+DEFAULT_STORE = Path(".trm") / "datasets"
+
+
+class Progress:
+    """Stage-by-stage progress on stderr (the build is a handful of vectorised stages)."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.done, self.quiet = total, 0, quiet
+        self.started = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        filled = round(20 * self.done / self.total)
+        print(
+            f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {stage:<40} "
+            f"{time.perf_counter() - self.started:6.1f}s",
+            end="\n" if self.done == self.total else "",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _manifest(
+    task: str,
+    builder_version: int,
+    arguments: dict[str, Any],
+    seed: int,
+    sources: list[dict[str, str]],
+    vocab: dict[str, Any],
+    seq_len: int,
+    num_puzzle_ids: int,
+    splits: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "builder_version": builder_version,
+        "arguments": arguments,
+        "seed": seed,
+        "sources": sources,
+        "vocab": vocab,
+        "seq_len": seq_len,
+        "num_puzzle_ids": num_puzzle_ids,
+        "splits": splits,
+    }
+
+
+def build_sudoku(
+    staging: Path,
+    progress: Progress,
+    *,
+    source: str,
+    subsample: int | None,
+    augment: int,
+    seed: int,
+    test_limit: int | None,
+) -> dict[str, Any]:
+    source_dir = Path(source)
+    files = {split: source_dir / f"{split}.csv" for split in ("train", "test")}
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"sudoku source {source_dir} lacks {missing}; it must hold the "
+            "published train.csv and test.csv (source,question,answer,rating)"
+        )
+    train_rows, test_rows = sudoku.read_csv(files["train"]), sudoku.read_csv(files["test"])
+    progress("read and validated CSV")
+    rng = np.random.default_rng([seed, 0])
+    if subsample is not None:
+        if subsample > len(train_rows.questions):
+            raise ValueError(
+                f"--subsample {subsample} exceeds the {len(train_rows.questions)} "
+                "training puzzles of the source"
+            )
+        train_rows = train_rows.take(
+            np.sort(rng.choice(len(train_rows.questions), subsample, replace=False))
+        )
+    if test_limit is not None:
+        test_rows = test_rows.take(np.arange(min(test_limit, len(test_rows.questions))))
+    questions, answers = sudoku.augment(train_rows, augment, seed)
+    progress(f"augmented {len(train_rows.questions)} puzzles x {augment + 1}")
+
+    def arrays(q: np.ndarray, a: np.ndarray, groups: int, ratings: np.ndarray) -> PuzzleArrays:
+        inputs, labels = sudoku.to_tokens(q, a)
+        return PuzzleArrays.one_example_per_puzzle(
+            inputs,
+            labels,
+            np.full(groups, len(q) // groups),
+            sudoku.VOCAB_SIZE,
+            extras={"rating": np.repeat(ratings, len(q) // groups)},
+        )
+
+    train = arrays(questions, answers, len(train_rows.questions), train_rows.ratings)
+    test = arrays(
+        test_rows.questions, test_rows.answers, len(test_rows.questions), test_rows.ratings
+    )
+    splits = {}
+    for name, data in (("train", train), ("test", test)):
+        splits[name] = split_summary(data, write_split(data, staging, name))
+    progress("wrote Parquet shards")
+    return _manifest(
+        "sudoku",
+        1,
+        {"subsample": subsample, "augment": augment, "test_limit": test_limit},
+        seed,
+        [{"name": f"{split}.csv", "sha256": sha256_file(path)} for split, path in files.items()],
+        {"size": sudoku.VOCAB_SIZE, "pad_id": 0, "tokens": sudoku.TOKEN_NAMES},
+        sudoku.CELLS,
+        1,
+        splits,
+    )
+
+
+def build_tiny_sudoku(
+    staging: Path, progress: Progress, *, train: int, test: int, seed: int
+) -> dict[str, Any]:
+    train_arrays, test_arrays = tiny_sudoku.build(train, test, seed)
+    progress("generated 4x4 puzzles")
+    splits = {
+        name: split_summary(data, write_split(data, staging, name))
+        for name, data in (("train", train_arrays), ("test", test_arrays))
+    }
+    progress("wrote Parquet shards")
+    return _manifest(
+        "tiny_sudoku",
+        1,
+        {"train": train, "test": test},
+        seed,
+        [{"name": "generated", "sha256": ""}],
+        {
+            "size": tiny_sudoku.VOCAB_SIZE,
+            "pad_id": 0,
+            "tokens": ["PAD", "blank", "1", "2", "3", "4"],
+        },
+        tiny_sudoku.CELLS,
+        1,
+        splits,
+    )
+
+
+BUILDERS: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
+    # task: (builder, number of progress stages)
+    "sudoku": (build_sudoku, 3),
+    "tiny_sudoku": (build_tiny_sudoku, 2),
+}
+
+
+def build(
+    task: str, out: str | Path = DEFAULT_STORE, *, quiet: bool = False, **arguments: Any
+) -> str:
+    """Build `task` and put it into the store at `out`; returns the dataset id."""
+    if task not in BUILDERS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(BUILDERS)}")
+    builder, stages = BUILDERS[task]
+    progress = Progress(stages + 1, quiet)
+    with tempfile.TemporaryDirectory(prefix=f"trm-build-{task}-") as tmp:
+        staging = Path(tmp)
+        manifest = builder(staging, progress, **arguments)
+        write_manifest(staging, manifest)  # last: only now is the folder a dataset
+        ident = DatasetStore(out).put(staging)
+        progress(f"stored as {ident}")
+    return ident
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m datasets.build", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("task", help=f"one of {sorted(BUILDERS)}")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_STORE), help="local folder or s3://bucket/prefix"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", help="folder with the published train.csv and test.csv")
+    parser.add_argument(
+        "--subsample",
+        type=int,
+        default=1000,
+        help="training puzzles drawn (seeded) from the source; 0 keeps all",
+    )
+    parser.add_argument("--augment", type=int, default=1000, help="augmented copies per puzzle")
+    parser.add_argument("--test-limit", type=int, default=None, help="keep the first N test rows")
+    parser.add_argument("--train", type=int, default=6000, help="tiny_sudoku: training puzzles")
+    parser.add_argument("--test", type=int, default=500, help="tiny_sudoku: test puzzles")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.task not in BUILDERS:
+        parser.error(f"unknown task {args.task!r}; choose one of {sorted(BUILDERS)}")
+    if args.task == "sudoku":
+        if not args.source:
+            parser.error(
+                "sudoku needs --source DIR (the published train.csv and test.csv, or "
+                "the output of `python -m datasets.generate sudoku`)"
+            )
+        arguments = dict(
+            source=args.source,
+            subsample=args.subsample or None,
+            augment=args.augment,
+            seed=args.seed,
+            test_limit=args.test_limit,
+        )
+    else:
+        arguments = dict(train=args.train, test=args.test, seed=args.seed)
+    try:
+        ident = build(args.task, args.out, quiet=args.quiet, **arguments)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(ident)
+
+
+if __name__ == "__main__":
+    main()

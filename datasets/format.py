@@ -1,0 +1,208 @@
+"""On-disk format of a built dataset: Parquet shards per split plus `manifest.json`.
+
+    <dataset>/manifest.json
+    <dataset>/train/part-00000.parquet ...
+    <dataset>/test/part-00000.parquet ...
+
+One Parquet row is one example, in group → puzzle → example order (TRM_SPEC §3.1):
+
+| column | type | meaning |
+|---|---|---|
+| `inputs`, `labels` | fixed_size_binary(seq_len) | uint8 tokens; PAD (0) in labels = no target |
+| `group` | int32 | ordinal of the original puzzle/task within the split |
+| `puzzle` | int32 | ordinal of the augmented copy within the split |
+| `puzzle_id` | int32 | puzzle-embedding identifier (shared by train and test for ARC) |
+| `aug_id` | int32 | augmentation index within the group (0 = the original) |
+| extras | int64 / float64 / fixed binary | task-specific (rating, dihedral id, colour map) |
+
+The manifest records builder version, arguments, seed, source digests, vocabulary, seq_len and
+every shard's sha256 and row count; it holds no timestamps or paths of the build machine, so the
+same inputs give the same bytes. The dataset id is the sha256 of the canonical manifest JSON.
+The manifest is written last: a folder without one is not a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasets.arrays import PuzzleArrays
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_ROWS = 1 << 18  # 262,144 examples per shard
+ROW_GROUP_ROWS = 1 << 14  # streaming granularity
+SPLITS = ("train", "test")
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def dataset_id(manifest: dict[str, Any]) -> str:
+    """Content address: sha256 of the canonical manifest (which holds every shard's sha256)."""
+    return hashlib.sha256(canonical_json(manifest)).hexdigest()[:32]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fixed_binary(matrix: np.ndarray) -> pa.Array:
+    matrix = np.ascontiguousarray(matrix, dtype=np.uint8)
+    width = matrix.shape[1]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(matrix), [None, pa.py_buffer(matrix.tobytes())]
+    )
+
+
+def _column(values: np.ndarray) -> pa.Array:
+    """Vectors become fixed-size binary (uint8 rows); scalars keep their numpy dtype."""
+    return _fixed_binary(values) if values.ndim == 2 else pa.array(values)
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    data = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+    start = column.offset * width
+    return data[start : start + len(column) * width].reshape(len(column), width)
+
+
+def write_split(
+    arrays: PuzzleArrays,
+    directory: Path,
+    split: str,
+    puzzle_columns: dict[str, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """Write one split as shards under directory/split; returns their manifest entries.
+
+    `puzzle_columns` are per-puzzle values (e.g. dihedral id, colour map) repeated per example.
+    """
+    out = directory / split
+    out.mkdir(parents=True, exist_ok=True)
+    examples_per_puzzle = np.diff(arrays.puzzle_indices)
+    puzzle_of_example = np.repeat(
+        np.arange(len(arrays.puzzle_ids), dtype=np.int64), examples_per_puzzle
+    )
+    puzzles_per_group = np.diff(arrays.group_indices)
+    group_of_puzzle = np.repeat(np.arange(arrays.num_groups, dtype=np.int64), puzzles_per_group)
+    aug_of_puzzle = np.arange(len(arrays.puzzle_ids)) - arrays.group_indices[group_of_puzzle]
+    columns: dict[str, np.ndarray] = {
+        "group": group_of_puzzle[puzzle_of_example].astype(np.int32),
+        "puzzle": puzzle_of_example.astype(np.int32),
+        "puzzle_id": arrays.puzzle_ids[puzzle_of_example].astype(np.int32),
+        "aug_id": aug_of_puzzle[puzzle_of_example].astype(np.int32),
+    }
+    for name, values in (puzzle_columns or {}).items():
+        columns[name] = values[puzzle_of_example]
+    columns.update(arrays.extras)
+
+    shards = []
+    for index, start in enumerate(range(0, max(arrays.num_examples, 1), SHARD_ROWS)):
+        stop = min(start + SHARD_ROWS, arrays.num_examples)
+        table = pa.table(
+            {
+                "inputs": _fixed_binary(arrays.inputs[start:stop]),
+                "labels": _fixed_binary(arrays.labels[start:stop]),
+                **{name: _column(values[start:stop]) for name, values in columns.items()},
+            }
+        )
+        relative = f"{split}/part-{index:05d}.parquet"
+        pq.write_table(
+            table,
+            directory / relative,
+            compression="zstd",
+            row_group_size=ROW_GROUP_ROWS,
+            write_statistics=False,
+        )
+        shards.append(
+            {
+                "path": relative,
+                "rows": int(stop - start),
+                "bytes": (directory / relative).stat().st_size,
+                "sha256": sha256_file(directory / relative),
+            }
+        )
+    return shards
+
+
+def split_summary(arrays: PuzzleArrays, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "examples": arrays.num_examples,
+        "puzzles": len(arrays.puzzle_ids),
+        "groups": arrays.num_groups,
+        "shards": shards,
+    }
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> str:
+    """Write manifest.json last (atomically) and return the dataset id."""
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_bytes(canonical_json(manifest))
+    os.replace(tmp, directory / MANIFEST)
+    return dataset_id(manifest)
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} has no {MANIFEST}: not a complete dataset")
+    return json.loads(path.read_bytes())
+
+
+def read_split(
+    directory: Path,
+    split: str,
+    manifest: dict[str, Any] | None = None,
+    extras: tuple[str, ...] = (),
+) -> PuzzleArrays:
+    """Load one split into memory as PuzzleArrays (`extras` selects extra columns)."""
+    manifest = manifest or read_manifest(directory)
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} not in dataset; it has {sorted(manifest['splits'])}")
+    seq_len = manifest["seq_len"]
+    tables = [
+        pq.read_table(directory / shard["path"]) for shard in manifest["splits"][split]["shards"]
+    ]
+    table = pa.concat_tables(tables) if tables else None
+    inputs = _matrix(table["inputs"], seq_len)
+    labels = _matrix(table["labels"], seq_len)
+    puzzle = table["puzzle"].to_numpy()
+    group = table["group"].to_numpy()
+    puzzle_id = table["puzzle_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, puzzle[1:] != puzzle[:-1]])
+    puzzle_indices = np.r_[starts, len(puzzle)].astype(np.int64)
+    group_of_puzzle = group[starts]
+    group_starts = np.flatnonzero(np.r_[True, group_of_puzzle[1:] != group_of_puzzle[:-1]])
+    group_indices = np.r_[group_starts, len(starts)].astype(np.int64)
+    extra_columns = {}
+    for name in extras:
+        if name not in table.column_names:
+            raise ValueError(f"column {name!r} not in split {split!r}; it has {table.column_names}")
+        column = table[name]
+        if pa.types.is_fixed_size_binary(column.type):
+            extra_columns[name] = _matrix(column, column.type.byte_width).copy()
+        else:
+            extra_columns[name] = column.to_numpy()
+    return PuzzleArrays(
+        inputs=inputs.copy(),
+        labels=labels.copy(),
+        puzzle_ids=puzzle_id[starts].astype(np.int32),
+        puzzle_indices=puzzle_indices,
+        group_indices=group_indices,
+        vocab_size=manifest["vocab"]["size"],
+        pad_id=manifest["vocab"]["pad_id"],
+        extras=extra_columns,
+    )

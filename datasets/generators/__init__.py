@@ -1,0 +1,1 @@
+"""Offline generators that write the published CSV layouts (DATASETS.md)."""
