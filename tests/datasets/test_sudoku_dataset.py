@@ -127,3 +127,16 @@ def test_augmentation_maps_are_sudoku_symmetries():
     grids = digits[np.arange(200)[:, None], BASE[index]]
     assert sudoku.valid_solutions(grids).all()
     assert (np.sort(index, axis=1) == np.arange(81)).all()  # each map is a permutation
+
+
+def test_inspect_prints_the_manifest_and_grids(tmp_path, capsys):
+    from datasets.inspect import main
+
+    source = _write_source(tmp_path / "src")
+    ident = build("sudoku", tmp_path / "store", quiet=True, source=str(source), subsample=5,
+                  augment=2, seed=0, test_limit=None)
+    main([str(tmp_path / "store" / ident), "--count", "1"])
+    out = capsys.readouterr().out
+    assert f"dataset {ident} (verified)" in out and '"task": "sudoku"' in out
+    label = out.split("label:\n")[1].splitlines()[:9]
+    assert all(sorted(row) == list("123456789") for row in label)
