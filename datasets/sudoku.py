@@ -134,24 +134,27 @@ def augmentation_maps(count: int, rng: np.random.Generator) -> tuple[np.ndarray,
     return index.astype(np.intp), digit_maps
 
 
+AUGMENT_CHUNK = 64  # puzzles per vectorised chunk: bounds memory; part of the seeded stream
+
+
 def augment(rows: SudokuRows, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Each puzzle followed by `count` shuffled copies: [N·(count+1), 81] questions, answers."""
     n = len(rows.questions)
     rng = np.random.default_rng([seed, 1])
-    index, digit_maps = augmentation_maps(n * count, rng)
-    index = np.concatenate(
-        [np.tile(np.arange(CELLS), (n, 1, 1)), index.reshape(n, count, CELLS)], axis=1
-    )  # copy 0 = identity
-    digit_maps = np.concatenate(
-        [np.tile(np.arange(10, dtype=np.uint8), (n, 1, 1)), digit_maps.reshape(n, count, 10)],
-        axis=1,
-    )
-
-    def apply(grids: np.ndarray) -> np.ndarray:
-        moved = np.take_along_axis(grids[:, None, :], index, axis=2)  # [n, count+1, 81]
-        return np.take_along_axis(digit_maps, moved.astype(np.intp), axis=2).reshape(-1, CELLS)
-
-    return apply(rows.questions), apply(rows.answers)
+    questions = np.empty((n, count + 1, CELLS), dtype=np.uint8)
+    answers = np.empty_like(questions)
+    for start in range(0, n, AUGMENT_CHUNK):
+        stop = min(start + AUGMENT_CHUNK, n)
+        size = stop - start
+        index, digit_maps = augmentation_maps(size * count, rng)
+        index = np.concatenate([np.tile(np.arange(CELLS), (size, 1, 1)),
+                                index.reshape(size, count, CELLS)], axis=1)  # copy 0 = identity
+        digit_maps = np.concatenate([np.tile(np.arange(10, dtype=np.uint8), (size, 1, 1)),
+                                     digit_maps.reshape(size, count, 10)], axis=1)
+        for source, target in ((rows.questions, questions), (rows.answers, answers)):
+            moved = np.take_along_axis(source[start:stop, None, :], index, axis=2)
+            target[start:stop] = np.take_along_axis(digit_maps, moved.astype(np.intp), axis=2)
+    return questions.reshape(-1, CELLS), answers.reshape(-1, CELLS)
 
 
 def to_tokens(questions: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
