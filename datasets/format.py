@@ -162,23 +162,61 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_bytes())
 
 
+def _memory_mapped_tokens(
+    directory: Path, split: str, manifest: dict[str, Any], column: str
+) -> np.ndarray:
+    """A read-only memory map of one token column, converted once by streaming row groups, so
+    ARC-scale splits (millions of 900-token rows) need not fit in memory."""
+    seq_len = manifest["seq_len"]
+    rows = sum(shard["rows"] for shard in manifest["splits"][split]["shards"])
+    cache = directory / ".mmap" / f"{dataset_id(manifest)}-{split}-{column}.npy"
+    if not cache.exists():
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, seq_len))
+        offset = 0
+        for shard in manifest["splits"][split]["shards"]:
+            for batch in pq.ParquetFile(directory / shard["path"]).iter_batches(
+                columns=[column], batch_size=ROW_GROUP_ROWS
+            ):
+                block = _matrix(batch.column(0), seq_len)
+                out[offset : offset + len(block)] = block
+                offset += len(block)
+        out.flush()
+        del out
+        os.replace(tmp, cache)
+    return np.load(cache, mmap_mode="r")
+
+
 def read_split(
     directory: Path,
     split: str,
     manifest: dict[str, Any] | None = None,
     extras: tuple[str, ...] = (),
+    memory_map: bool = False,
 ) -> PuzzleArrays:
-    """Load one split into memory as PuzzleArrays (`extras` selects extra columns)."""
+    """Load one split as PuzzleArrays. `extras` selects extra columns; with `memory_map` the
+    token arrays are memory-mapped (see `_memory_mapped_tokens`) instead of read into memory."""
     manifest = manifest or read_manifest(directory)
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} not in dataset; it has {sorted(manifest['splits'])}")
     seq_len = manifest["seq_len"]
-    tables = [
-        pq.read_table(directory / shard["path"]) for shard in manifest["splits"][split]["shards"]
-    ]
-    table = pa.concat_tables(tables) if tables else None
-    inputs = _matrix(table["inputs"], seq_len)
-    labels = _matrix(table["labels"], seq_len)
+    wanted = ["group", "puzzle", "puzzle_id", *extras]
+    if not memory_map:
+        wanted += ["inputs", "labels"]
+    shards = [directory / shard["path"] for shard in manifest["splits"][split]["shards"]]
+    available = pq.read_schema(shards[0]).names
+    missing = [name for name in extras if name not in available]
+    if missing:
+        raise ValueError(f"columns {missing} not in split {split!r}; it has {available}")
+    # Column projection: with memory_map only the small index columns are read here.
+    table = pa.concat_tables([pq.read_table(path, columns=wanted) for path in shards])
+    if memory_map:
+        inputs = _memory_mapped_tokens(directory, split, manifest, "inputs")
+        labels = _memory_mapped_tokens(directory, split, manifest, "labels")
+    else:
+        inputs = _matrix(table["inputs"], seq_len).copy()
+        labels = _matrix(table["labels"], seq_len).copy()
     puzzle = table["puzzle"].to_numpy()
     group = table["group"].to_numpy()
     puzzle_id = table["puzzle_id"].to_numpy()
@@ -189,16 +227,14 @@ def read_split(
     group_indices = np.r_[group_starts, len(starts)].astype(np.int64)
     extra_columns = {}
     for name in extras:
-        if name not in table.column_names:
-            raise ValueError(f"column {name!r} not in split {split!r}; it has {table.column_names}")
         column = table[name]
         if pa.types.is_fixed_size_binary(column.type):
             extra_columns[name] = _matrix(column, column.type.byte_width).copy()
         else:
             extra_columns[name] = column.to_numpy()
     return PuzzleArrays(
-        inputs=inputs.copy(),
-        labels=labels.copy(),
+        inputs=inputs,
+        labels=labels,
         puzzle_ids=puzzle_id[starts].astype(np.int32),
         puzzle_indices=puzzle_indices,
         group_indices=group_indices,

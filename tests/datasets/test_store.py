@@ -3,6 +3,7 @@ server mode) and a local store: content addressing, corrupted shards detected an
 an interrupted upload leaves no manifest, seeds decide the id."""
 
 import boto3
+import numpy as np
 import pytest
 
 from datasets.build import build
@@ -119,3 +120,16 @@ def test_bad_store_uris_are_explained():
         DatasetStore("gs://bucket/x")
     with pytest.raises(ValueError, match="names no bucket"):
         DatasetStore("s3:///x")
+
+
+def test_memory_mapped_split_equals_the_in_memory_one(tmp_path):
+    ident = _tiny(tmp_path)
+    local = DatasetStore(tmp_path).fetch(ident)
+    plain = read_split(local, "train", extras=("givens",))
+    mapped = read_split(local, "train", extras=("givens",), memory_map=True)
+    assert isinstance(mapped.inputs, np.memmap)
+    assert (mapped.inputs == plain.inputs).all() and (mapped.labels == plain.labels).all()
+    assert (mapped.group_indices == plain.group_indices).all()
+    assert (mapped.extras["givens"] == plain.extras["givens"]).all()
+    with pytest.raises(ValueError, match=r"columns \['rating'\] not in split 'train'"):
+        read_split(local, "train", extras=("rating",))
