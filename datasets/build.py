@@ -2,6 +2,7 @@
 
     python -m datasets.build sudoku --source DIR [--subsample 1000] [--augment 1000] [--seed 0]
                                     [--test-limit N] [--out .trm/datasets | s3://bucket/prefix]
+    python -m datasets.build maze --source DIR [--dihedral]
     python -m datasets.build tiny_sudoku --train 6000 --test 500 --seed 0
 
 `--source` is a folder with the published `train.csv`/`test.csv` (a user's download or the
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import sudoku, tiny_sudoku
+from datasets import maze, sudoku, tiny_sudoku
 from datasets.arrays import PuzzleArrays
 from datasets.format import FORMAT_VERSION, sha256_file, split_summary, write_manifest, write_split
 from datasets.store import DatasetStore
@@ -43,10 +44,13 @@ class Progress:
         if self.quiet:
             return
         filled = round(20 * self.done / self.total)
+        last = self.done == self.total
+        # Redraw in place on a terminal; one line per stage in logs.
+        end = "\n" if last or not sys.stderr.isatty() else ""
         print(
-            f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {stage:<40} "
+            f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {stage:<48} "
             f"{time.perf_counter() - self.started:6.1f}s",
-            end="\n" if self.done == self.total else "",
+            end=end,
             file=sys.stderr,
             flush=True,
         )
@@ -143,6 +147,54 @@ def build_sudoku(
     )
 
 
+def _source_files(task: str, source: str) -> dict[str, Path]:
+    files = {split: Path(source) / f"{split}.csv" for split in ("train", "test")}
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{task} source {source} lacks {missing}; it must hold the "
+            "published train.csv and test.csv (or the output of "
+            f"`python -m datasets.generate {task}`)"
+        )
+    return files
+
+
+def build_maze(
+    staging: Path, progress: Progress, *, source: str, dihedral: bool, seed: int
+) -> dict[str, Any]:
+    files = _source_files("maze", source)
+    parsed = {split: maze.read_csv(path) for split, path in files.items()}
+    progress("read and validated CSV (shortest paths checked)")
+    splits = {}
+    for split, (questions, answers, ratings, paths) in parsed.items():
+        copies = 8 if dihedral and split == "train" else 1  # test is never augmented
+        if copies > 1:
+            questions, answers = maze.dihedral_copies(questions), maze.dihedral_copies(answers)
+        data = PuzzleArrays.one_example_per_puzzle(
+            questions,
+            answers,
+            np.full(len(ratings), copies),
+            maze.VOCAB_SIZE,
+            extras={
+                "rating": np.repeat(ratings, copies),
+                "num_shortest_paths": np.repeat(paths, copies),
+            },
+        )
+        splits[split] = split_summary(data, write_split(data, staging, split))
+    progress("wrote Parquet shards")
+    return _manifest(
+        "maze",
+        1,
+        {"dihedral": dihedral},
+        seed,
+        [{"name": f"{split}.csv", "sha256": sha256_file(path)} for split, path in files.items()],
+        {"size": maze.VOCAB_SIZE, "pad_id": 0, "tokens": maze.TOKEN_NAMES},
+        900,
+        1,
+        splits,
+    )
+
+
 def build_tiny_sudoku(
     staging: Path, progress: Progress, *, train: int, test: int, seed: int
 ) -> dict[str, Any]:
@@ -173,6 +225,7 @@ def build_tiny_sudoku(
 BUILDERS: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     # task: (builder, number of progress stages)
     "sudoku": (build_sudoku, 3),
+    "maze": (build_maze, 2),
     "tiny_sudoku": (build_tiny_sudoku, 2),
 }
 
@@ -212,29 +265,35 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--augment", type=int, default=1000, help="augmented copies per puzzle")
     parser.add_argument("--test-limit", type=int, default=None, help="keep the first N test rows")
+    parser.add_argument(
+        "--dihedral",
+        action="store_true",
+        help="maze: add the 7 other dihedral images of every training maze "
+        "(the paper's text; the official command builds none)",
+    )
     parser.add_argument("--train", type=int, default=6000, help="tiny_sudoku: training puzzles")
     parser.add_argument("--test", type=int, default=500, help="tiny_sudoku: test puzzles")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.task not in BUILDERS:
         parser.error(f"unknown task {args.task!r}; choose one of {sorted(BUILDERS)}")
-    if args.task == "sudoku":
-        if not args.source:
-            parser.error(
-                "sudoku needs --source DIR (the published train.csv and test.csv, or "
-                "the output of `python -m datasets.generate sudoku`)"
-            )
-        arguments = dict(
+    if args.task in ("sudoku", "maze") and not args.source:
+        parser.error(
+            f"{args.task} needs --source DIR (the published train.csv and test.csv, or "
+            f"the output of `python -m datasets.generate {args.task}`)"
+        )
+    arguments = {
+        "sudoku": dict(
             source=args.source,
             subsample=args.subsample or None,
             augment=args.augment,
-            seed=args.seed,
             test_limit=args.test_limit,
-        )
-    else:
-        arguments = dict(train=args.train, test=args.test, seed=args.seed)
+        ),
+        "maze": dict(source=args.source, dihedral=args.dihedral),
+        "tiny_sudoku": dict(train=args.train, test=args.test),
+    }[args.task]
     try:
-        ident = build(args.task, args.out, quiet=args.quiet, **arguments)
+        ident = build(args.task, args.out, quiet=args.quiet, seed=args.seed, **arguments)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
