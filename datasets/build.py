@@ -6,11 +6,11 @@
     python -m datasets.build arc1 --concept-dir DIR [--augment 1000] [--seed 42]
     python -m datasets.build tiny_sudoku --train 6000 --test 500 --seed 0
 
-`--source` is a folder with the published `train.csv`/`test.csv` (a user's download or the
-output of `python -m datasets.generate`). The build writes shards and then the manifest into a
-staging folder, then puts it into the store (shards first, manifest last) and prints the
-dataset id: the sha256 of the manifest. The same builder version, arguments, seed and source
-files give byte-identical shards and therefore the same id.
+`--source` is a folder with the published `train.csv`/`test.csv` (a user's download, or the
+output of `python -m datasets.generate`), or `hub` to download them (datasets.sources). The
+build writes shards and then the manifest into a staging folder, then puts it into the store
+(shards first, manifest last) and prints the dataset id: the sha256 of the manifest. The same
+builder version, arguments, seed and source files give byte-identical shards and so the same id.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 from datasets import arc, maze, sudoku, tiny_sudoku
 from datasets.arrays import PuzzleArrays
 from datasets.format import FORMAT_VERSION, sha256_file, split_summary, write_manifest, write_split
+from datasets.sources import resolve_source
 from datasets.store import DatasetStore
 
 DEFAULT_STORE = Path(".trm") / "datasets"
@@ -83,6 +84,19 @@ def _manifest(
     }
 
 
+def _source_files(task: str, source: str) -> dict[str, Path]:
+    folder = resolve_source(task, source)
+    files = {split: folder / f"{split}.csv" for split in ("train", "test")}
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{task} source {source} lacks {missing}; it must hold the "
+            "published train.csv and test.csv (or the output of "
+            f"`python -m datasets.generate {task}`)"
+        )
+    return files
+
+
 def build_sudoku(
     staging: Path,
     progress: Progress,
@@ -93,14 +107,7 @@ def build_sudoku(
     seed: int,
     test_limit: int | None,
 ) -> dict[str, Any]:
-    source_dir = Path(source)
-    files = {split: source_dir / f"{split}.csv" for split in ("train", "test")}
-    missing = [str(p) for p in files.values() if not p.exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"sudoku source {source_dir} lacks {missing}; it must hold the "
-            "published train.csv and test.csv (source,question,answer,rating)"
-        )
+    files = _source_files("sudoku", source)
     train_rows, test_rows = sudoku.read_csv(files["train"]), sudoku.read_csv(files["test"])
     progress("read and validated CSV")
     rng = np.random.default_rng([seed, 0])
@@ -147,18 +154,6 @@ def build_sudoku(
         1,
         splits,
     )
-
-
-def _source_files(task: str, source: str) -> dict[str, Path]:
-    files = {split: Path(source) / f"{split}.csv" for split in ("train", "test")}
-    missing = [str(p) for p in files.values() if not p.exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{task} source {source} lacks {missing}; it must hold the "
-            "published train.csv and test.csv (or the output of "
-            f"`python -m datasets.generate {task}`)"
-        )
-    return files
 
 
 def build_maze(
