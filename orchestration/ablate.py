@@ -1,0 +1,316 @@
+"""Run a suite of ablations as Ray Tune trials, one per (arm, seed), tracked in MLflow.
+
+    python -m orchestration.ablate suite=paper scale=mini
+    python -m orchestration.ablate suite=smoke scale=smoke arms=[trm] seeds=1 model.hidden=48
+    python -m orchestration.ablate suite=paper storage=s3 tracking=server cluster=address
+    python -m orchestration.ablate --help        # groups: scale, storage, tracking, cluster
+    python -m orchestration.ablate suite=paper --cfg job   # the composed config
+
+With nothing configured everything runs here: local Ray, datasets and Ray results under .trm/,
+MLflow in .trm/mlflow.db. The same command after a crash resumes the suite from its checkpoints
+(finished trials are not rerun); `resume=false` starts afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Set before Ray is imported (STACK.md): no auth for local clusters, no usage stats, no chdir.
+for _key, _value in {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # checkpoints at every evaluation are intended; do not warn about syncs
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from orchestration.suite import Suite, available_suites, load_suite  # noqa: E402
+from orchestration.tasks import task_shape, task_spec  # noqa: E402
+from orchestration.tracking import Tracker, default_tracking_uri, git_commit  # noqa: E402
+from trm_core.config import ModelConfig, TrainConfig  # noqa: E402
+
+ALLOWED_GPU_FRACTIONS = (0.125, 0.25, 0.5)  # shares of one GPU must divide 1 (ray#5902)
+
+# `model.<field>=value` / `train.<field>=value` on the command line: every field is a known
+# key (null = not overridden), so a typo is refused by Hydra with the key it did not know.
+ConfigStore.instance().store(
+    name="field_overrides",
+    node={
+        "model": {f.name: None for f in dataclasses.fields(ModelConfig)},
+        "train": {f.name: None for f in dataclasses.fields(TrainConfig) if f.name != "seed"},
+    },
+)
+
+
+OmegaConf.register_new_resolver("trm_suites", lambda: ", ".join(available_suites()), replace=True)
+
+
+class SuiteError(ValueError):
+    """A bad suite, arm, field or resource request: reported before anything is launched."""
+
+
+def _absolute(path: str | None, default: Path) -> str:
+    if path is None:
+        return str(default.resolve())
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def ensure_dataset(task: str, arguments: dict[str, Any], store_uri: str, base: Path):
+    """Build the suite's dataset once (content-addressed; a local index skips rebuilds)."""
+    from datasets.build import build
+    from datasets.store import DatasetStore
+
+    index_path = base / ".trm" / "dataset_index.json"
+    key = hashlib.sha256(json.dumps([task, store_uri, arguments], sort_keys=True).encode())
+    key = key.hexdigest()[:16]
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    store = DatasetStore(store_uri, cache_dir=base / ".trm" / "cache" / "datasets")
+    ident = index.get(key)
+    if ident is None or not store.exists(ident):
+        ident = build(task_spec(task).builder, store_uri, **arguments)
+        index[key] = ident
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        index_path.write_text(json.dumps(index, indent=1, sort_keys=True))
+    return ident, store.manifest(ident)
+
+
+def _axis_tags(model: ModelConfig, train: TrainConfig) -> dict[str, str]:
+    tags = {f"axis.{k}": str(v) for k, v in dataclasses.asdict(model).items()}
+    tags.update({"axis.ema": str(train.ema), "axis.ema_rate": str(train.ema_rate)})
+    return tags
+
+
+def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Validate everything and resolve the suite into plain trial specs (nothing launched)."""
+    suite: Suite = load_suite(cfg["suite"])
+    scale = cfg["scale"]
+    arms = cfg.get("arms") or [a.name for a in suite.all_arms]
+    for name in arms:
+        suite.arm(name)  # unknown arm → error listing the suite's arms
+    seeds = cfg.get("seeds") or suite.seeds
+    gpus = scale["gpus_per_trial"] or 0
+    if gpus and not (gpus >= 1 and float(gpus).is_integer()) and gpus not in ALLOWED_GPU_FRACTIONS:
+        raise SuiteError(
+            f"scale.gpus_per_trial={gpus} must be a whole number or one of "
+            f"{list(ALLOWED_GPU_FRACTIONS)} (shares of a GPU must divide 1)"
+        )
+    data_arguments = (scale.get("data") or {}).get(suite.task)
+    if data_arguments is None:
+        raise SuiteError(
+            f"scale {scale['name']!r} has no data settings for task {suite.task!r}; "
+            f"add scale.data.{suite.task} (it has {sorted(scale.get('data') or {})})"
+        )
+    cli_model = {k: v for k, v in (cfg.get("model") or {}).items() if v is not None}
+    cli_train = {k: v for k, v in (cfg.get("train") or {}).items() if v is not None}
+    storage = {
+        "datasets": _absolute(cfg["storage"]["datasets"], base / ".trm" / "datasets"),
+        "results": _absolute(cfg["storage"]["results"], base / ".trm" / "ray_results"),
+        "cache": str((base / ".trm" / "cache" / "datasets").resolve()),
+    }
+    dataset_id, manifest = ensure_dataset(
+        suite.task, {"seed": 0, **data_arguments}, storage["datasets"], base
+    )
+    shape = task_shape(manifest)
+    suite.validate(shape, scale["model"], scale["train"])
+    commit = git_commit(base)
+    specs = []
+    for arm in arms:
+        for seed in range(seeds):
+            model, train = suite.resolve(
+                arm, shape, scale["model"], scale["train"], cli_model, cli_train
+            )
+            train = train.replace(seed=seed)
+            specs.append(
+                {
+                    "suite": suite.name,
+                    "arm": arm,
+                    "label": suite.arm(arm).label,
+                    "seed": seed,
+                    "task": suite.task,
+                    "scale": scale["name"],
+                    "device": cfg["device"],
+                    "threads": scale["cpus_per_trial"],
+                    "model": dataclasses.asdict(model),
+                    "train": dataclasses.asdict(train),
+                    "budget": {k: scale[k] for k in ("steps", "eval_every", "eval_batch_size")},
+                    "dataset": {
+                        "id": dataset_id,
+                        **{k: storage[k] for k in ("cache",)},
+                        "store": storage["datasets"],
+                    },
+                    "tags": {
+                        "trm.suite": suite.name,
+                        "trm.scale": scale["name"],
+                        "trm.dataset_id": dataset_id,
+                        "trm.git_commit": commit,
+                        **_axis_tags(model, train),
+                    },
+                    "inject_failure": (cfg.get("inject_failure") or {}).get(arm),
+                }
+            )
+    digest = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:10]
+    return {
+        "suite": suite,
+        "scale": scale,
+        "specs": specs,
+        "storage": storage,
+        "execution": f"{suite.name}-{scale['name']}-{digest}",
+        "dataset_id": dataset_id,
+    }
+
+
+def _trial_name(trial) -> str:
+    spec = trial.config["trial"]
+    return f"{spec['arm']}-seed{spec['seed']}-{trial.trial_id}"
+
+
+def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
+    import ray
+    from ray import tune
+
+    from orchestration.trial import run_trial
+
+    planned = plan(cfg, base)
+    suite, scale, specs = planned["suite"], planned["scale"], planned["specs"]
+    execution = planned["execution"]
+    if not cfg.get("resume", True):
+        execution = f"{execution}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tracking_uri = cfg["tracking"]["uri"] or default_tracking_uri(base)
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment(f"trm-lab/{suite.name}")
+    parent_tags = {"trm.execution": execution, "trm.role": "suite"}
+    parent = tracker.find_run(experiment_id, parent_tags)
+    if parent:
+        tracker.resume(parent)
+    else:
+        parent = tracker.start_run(
+            experiment_id,
+            execution,
+            {
+                **parent_tags,
+                "trm.suite": suite.name,
+                "trm.scale": scale["name"],
+                "trm.dataset_id": planned["dataset_id"],
+                "trm.git_commit": git_commit(base),
+            },
+            params={
+                "suite": suite.name,
+                "scale": scale,
+                "arms": [s["arm"] for s in specs[::1]],
+                "seeds": max(s["seed"] for s in specs) + 1,
+            },
+        )
+    for spec in specs:
+        spec["execution"] = execution
+        spec["tracking"] = {
+            "uri": tracking_uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent,
+            "tags": spec.pop("tags"),
+        }
+
+    cluster = cfg["cluster"]
+    if not ray.is_initialized():
+        if cluster["address"]:
+            ray.init(address=cluster["address"])
+        else:
+            ray.init(
+                num_cpus=cluster["num_cpus"],
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+            )
+    gpus = scale["gpus_per_trial"] or 0
+    if gpus and ray.cluster_resources().get("GPU", 0) < min(gpus, 1):
+        tracker.finish(parent, "FAILED", error="suite needs GPUs; the cluster has none")
+        raise SuiteError(
+            f"scale {scale['name']!r} asks {gpus} GPU per trial but the Ray cluster "
+            "has no GPU; use scale=mini on a CPU machine or join a GPU cluster"
+        )
+    trainable = tune.with_resources(run_trial, {"cpu": scale["cpus_per_trial"], "gpu": gpus})
+    storage_path = planned["storage"]["results"]
+    experiment_path = f"{storage_path.rstrip('/')}/{execution}"
+    param_space = {"trial": tune.grid_search(specs)}
+    if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path):
+        print(f"resuming {execution} from {experiment_path}", file=sys.stderr)
+        tuner = tune.Tuner.restore(
+            experiment_path, trainable, resume_errored=True, param_space=param_space
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=scale["max_concurrent_trials"],
+                reuse_actors=False,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=execution,
+                storage_path=storage_path,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=scale["max_failures"]),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+            ),
+        )
+    results = tuner.fit()
+    rows = []
+    for result in results:
+        spec = result.config["trial"]
+        rows.append(
+            {
+                "arm": spec["arm"],
+                "seed": spec["seed"],
+                "status": "FAILED" if result.error else "FINISHED",
+                "exact_accuracy": (result.metrics or {}).get("eval/exact_accuracy"),
+                "error": str(result.error) if result.error else None,
+            }
+        )
+    failed = sum(r["status"] == "FAILED" for r in rows)
+    tracker.finish(
+        parent,
+        "FAILED" if failed else "FINISHED",
+        error=f"{failed} trial(s) failed" if failed else None,
+    )
+    print_summary(suite, scale, rows)
+    return rows
+
+
+def print_summary(suite: Suite, scale: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    print(f"\n{suite.title} — scale {scale['label']}")
+    print("| arm | seed | status | exact accuracy |\n|---|---|---|---|")
+    for row in sorted(
+        rows, key=lambda r: ([a.name for a in suite.all_arms].index(r["arm"]), r["seed"])
+    ):
+        accuracy = "—" if row["exact_accuracy"] is None else f"{row['exact_accuracy']:.1%}"
+        print(f"| {row['arm']} | {row['seed']} | {row['status']} | {accuracy} |")
+
+
+@hydra.main(config_path="conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        rows = launch(values, Path.cwd())
+    except ValueError as err:  # SuiteError, config and data validation: nothing was launched
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if any(r["status"] == "FAILED" for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Suites: a baseline, arms as named deltas, seeds and the paper's numbers (files in ablations/).
+
+    from orchestration.suite import load_suite
+    suite = load_suite("paper")
+    model, train = suite.resolve("one_step_grad", task_shape, scale_model, scale_train)
+
+An arm's `set` maps dotted fields (`model.T`, `train.ema`, `model.preset`, `train.preset`) to
+values, applied on top of the baseline's `set`. Its `axes` must list every resolved field that
+differs from the baseline: `validate` rejects an arm that changes something it did not declare
+(for example a preset switch that silently changes more than the label says).
+Resolution order for one trial: preset ← task shape ← scale ← explicit `set` fields ← CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import ablations
+from trm_core.config import ModelConfig, TrainConfig
+
+SUITE_DIR = Path(ablations.__file__).resolve().parent
+SUITE_KEYS = {"name", "title", "task", "kind", "seeds", "metric", "baseline", "arms", "search"}
+ARM_KEYS = {"name", "label", "set", "axes", "paper", "note"}
+KINDS = ("grid", "search")
+PRESET_KEYS = ("model.preset", "train.preset")
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class SuiteArm:
+    name: str
+    label: str
+    set: dict[str, Any] = field(default_factory=dict)
+    axes: tuple[str, ...] = ()
+    paper: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    title: str
+    task: str
+    kind: str
+    seeds: int
+    metric: str
+    baseline: SuiteArm
+    arms: tuple[SuiteArm, ...]
+    search: dict[str, Any] | None = None
+    path: Path | None = None
+
+    @property
+    def all_arms(self) -> tuple[SuiteArm, ...]:
+        return (self.baseline, *self.arms)
+
+    def arm(self, name: str) -> SuiteArm:
+        for arm in self.all_arms:
+            if arm.name == name:
+                return arm
+        raise ValueError(
+            f"suite {self.name!r} has no arm {name!r}; its arms are "
+            f"{[a.name for a in self.all_arms]}"
+        )
+
+    def settings(self, arm: SuiteArm) -> dict[str, Any]:
+        """The arm's `set` merged over the baseline's."""
+        return {**self.baseline.set, **arm.set} if arm is not self.baseline else dict(arm.set)
+
+    def resolve(
+        self,
+        arm_name: str,
+        task_shape: dict[str, Any],
+        scale_model: dict[str, Any],
+        scale_train: dict[str, Any],
+        cli_model: dict[str, Any] | None = None,
+        cli_train: dict[str, Any] | None = None,
+    ) -> tuple[ModelConfig, TrainConfig]:
+        settings = self.settings(self.arm(arm_name))
+        explicit = {"model": {}, "train": {}}
+        for key, value in settings.items():
+            if key in PRESET_KEYS:
+                continue
+            group, _, name = key.partition(".")
+            explicit[group][name] = value
+        model = ModelConfig.from_preset(
+            settings.get("model.preset", "trm_mlp"),
+            **{**task_shape, **scale_model, **explicit["model"], **(cli_model or {})},
+        )
+        train = TrainConfig.from_preset(
+            settings.get("train.preset", "trm_sudoku"),
+            **{**scale_train, **explicit["train"], **(cli_train or {})},
+        )
+        return model, train
+
+    def validate(
+        self, task_shape: dict[str, Any], scale_model: dict[str, Any], scale_train: dict[str, Any]
+    ) -> None:
+        """Every arm resolves to valid configs and changes only the axes it declares."""
+        base_model, base_train = self.resolve(
+            self.baseline.name, task_shape, scale_model, scale_train
+        )
+        base = _flat(base_model, base_train)
+        for arm in self.arms:
+            try:
+                model, train = self.resolve(arm.name, task_shape, scale_model, scale_train)
+            except ValueError as err:
+                raise ValueError(f"suite {self.name!r}, arm {arm.name!r}: {err}") from None
+            changed = {k for k, v in _flat(model, train).items() if base[k] != v}
+            undeclared = sorted(changed - set(arm.axes))
+            if undeclared:
+                raise ValueError(
+                    f"suite {self.name!r}, arm {arm.name!r} changes {undeclared} without declaring "
+                    f"them in `axes` (declared: {list(arm.axes)}); declare them or narrow `set`"
+                )
+
+
+def _flat(model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
+    flat = {f"model.{k}": v for k, v in dataclasses.asdict(model).items()}
+    flat.update({f"train.{k}": v for k, v in dataclasses.asdict(train).items() if k != "seed"})
+    return flat
+
+
+def _check_keys(where: str, values: dict[str, Any], allowed: set[str], required: set[str]) -> None:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(values))
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing}")
+
+
+def _arm(where: str, raw: Any) -> SuiteArm:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: an arm is a mapping with {sorted(ARM_KEYS)}")
+    _check_keys(where, raw, ARM_KEYS, {"name", "label"})
+    settings = dict(raw.get("set") or {})
+    model_fields = {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)} - {"train.seed"}
+    for key in settings:
+        if key not in model_fields | train_fields | set(PRESET_KEYS):
+            raise ValueError(
+                f"{where}: `set` key {key!r} is not a field; use model.<field>, "
+                f"train.<field>, model.preset or train.preset (model fields: "
+                f"{sorted(k[6:] for k in model_fields)})"
+            )
+    for axis in raw.get("axes") or ():
+        if axis not in model_fields | train_fields:
+            raise ValueError(f"{where}: axis {axis!r} is not a model.* or train.* field")
+    return SuiteArm(
+        name=str(raw["name"]),
+        label=str(raw["label"]),
+        set=settings,
+        axes=tuple(raw.get("axes") or ()),
+        paper=dict(raw.get("paper") or {}),
+        note=raw.get("note"),
+    )
+
+
+def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
+    path = directory / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown suite {name!r}; available suites: {available_suites()}")
+    raw = yaml.safe_load(path.read_text())
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: a suite file is a mapping")
+    _check_keys(where, raw, SUITE_KEYS, {"name", "task", "baseline"})
+    if raw["name"] != name:
+        raise ValueError(f"{where}: name {raw['name']!r} must match the file name {name!r}")
+    kind = raw.get("kind", "grid")
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind={kind!r} is not allowed; choose one of {list(KINDS)}")
+    seeds = raw.get("seeds", 1)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"{where}: seeds={seeds!r} must be an integer >= 1")
+    arms = tuple(_arm(f"{where} arms[{i}]", a) for i, a in enumerate(raw.get("arms") or []))
+    baseline = _arm(f"{where} baseline", raw["baseline"])
+    names = [a.name for a in (baseline, *arms)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: arm names must be unique; repeated: {duplicates}")
+    return Suite(
+        name=name,
+        title=str(raw.get("title", name)),
+        task=str(raw["task"]),
+        kind=kind,
+        seeds=seeds,
+        metric=str(raw.get("metric", "exact_accuracy")),
+        baseline=baseline,
+        arms=arms,
+        search=raw.get("search"),
+        path=path,
+    )

@@ -1,0 +1,122 @@
+"""MLflow tracking through an explicit client (no global state, safe in Ray workers).
+
+An experiment per suite; a parent run per suite execution; a child run per trial named
+`<arm>/seed<k>` and tagged with suite, arm, seed, every axis, dataset id, git commit and scale.
+Params are the flattened resolved config, logged once (MLflow params are immutable); a resumed
+trial finds and continues its own run by tags. A failed trial's run ends FAILED with its error.
+Values that look like credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+
+PARENT_TAG = "mlflow.parentRunId"
+SECRET_PATTERN = re.compile(r"(secret|password|token|credential|access_key)", re.IGNORECASE)
+
+
+def default_tracking_uri(base: Path) -> str:
+    (base / ".trm").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(base / '.trm' / 'mlflow.db').resolve()}"
+
+
+def git_commit(directory: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict → {"a.b": "value"}; keys that look like credentials are dropped."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if SECRET_PATTERN.search(name):
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+class Tracker:
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        return found.experiment_id if found else self.client.create_experiment(name)
+
+    def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([experiment_id], filter_string=query, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any] | None = None,
+    ) -> str:
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        if params:
+            items = list(flatten(params).items())
+            for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
+                self.client.log_batch(
+                    run_id, params=[Param(k, v) for k, v in items[start : start + 100]]
+                )
+        return run_id
+
+    def resume(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        clean = {k.replace("=", "_"): float(v) for k, v in metrics.items()}
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in clean.items()])
+
+    def log_dataset(
+        self, run_id: str, name: str, dataset_id: str, source: str, context: str
+    ) -> None:
+        dataset = Dataset(name=name, digest=dataset_id, source_type="trm-lab-store", source=source)
+        self.client.log_inputs(
+            run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        )
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def finish(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        if error:
+            self.client.set_tag(run_id, "error", error[-4000:])
+        self.client.set_terminated(run_id, status=status)
+
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status

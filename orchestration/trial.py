@@ -1,0 +1,163 @@
+"""One Ray Tune trial = one (arm, seed): fetch and verify the dataset, train with the Trainer,
+log to the trial's MLflow child run, and report metrics plus a full-state checkpoint at every
+evaluation. A restarted trial (retry after an error, or the suite resumed after the driver died)
+loads its last checkpoint and continues its own MLflow run. The trial depends only on the plain
+dict it is given (no Hydra state); paths in it are absolute or URIs.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from ray import tune
+
+from datasets.format import read_split
+from datasets.loader import TrainBatches, eval_batches
+from datasets.store import DatasetStore
+from orchestration.tasks import task_spec
+from orchestration.tracking import Tracker
+from trm_core import ModelConfig, TrainConfig, Trainer, TrainerCallback
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def run_tags(spec: dict[str, Any]) -> dict[str, str]:
+    """Identity of a trial's run: what a resumed trial looks its run up by."""
+    return {
+        "trm.execution": spec["execution"],
+        "trm.arm": spec["arm"],
+        "trm.seed": str(spec["seed"]),
+    }
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class ReportToTuneAndMlflow(TrainerCallback):
+    def __init__(self, tracker: Tracker, run_id: str, loader: TrainBatches):
+        self.tracker, self.run_id, self.loader = tracker, run_id, loader
+        self.started = time.perf_counter()
+        self.window_examples, self.window_seconds = 0, 0.0
+        self.last_train: dict[str, float] = {}
+
+    def on_train_step(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.window_examples += trainer.train_config.global_batch_size
+        self.window_seconds += metrics["step_time_s"]
+        self.last_train = metrics
+
+    def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        report = {f"eval/{k}": v for k, v in metrics.items()}
+        report.update(
+            {
+                f"train/{k}": self.last_train[k]
+                for k in ("loss", "lm_loss", "exact_accuracy", "token_accuracy", "halt_step", "lr")
+                if k in self.last_train
+            }
+        )
+        report["train/examples_per_s"] = self.window_examples / max(self.window_seconds, 1e-9)
+        report["wall_time_s"] = time.perf_counter() - self.started
+        report["peak_memory_gib"] = _peak_memory_gib(trainer.device)
+        report["step"] = float(trainer.step)
+        self.window_examples, self.window_seconds = 0, 0.0
+        self.tracker.log_metrics(self.run_id, report, step=trainer.step)
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(
+                {
+                    "trainer": trainer.state_dict(),
+                    "loader": self.loader.state_dict(),
+                    "run_id": self.run_id,
+                },
+                Path(directory) / CHECKPOINT_FILE,
+            )
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable; `config["trial"]` is the resolved trial spec."""
+    spec = config["trial"]
+    torch.set_num_threads(spec["threads"])
+    tracker = Tracker(spec["tracking"]["uri"])
+    experiment_id = spec["tracking"]["experiment_id"]
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(
+                Path(directory) / CHECKPOINT_FILE, weights_only=False, map_location="cpu"
+            )
+    run_id = state["run_id"] if state else tracker.find_run(experiment_id, run_tags(spec))
+    first_attempt = run_id is None
+    if run_id:
+        tracker.resume(run_id)
+    else:
+        tags = {
+            **run_tags(spec),
+            **spec["tracking"]["tags"],
+            "mlflow.parentRunId": spec["tracking"]["parent_run_id"],
+        }
+        run_id = tracker.start_run(
+            experiment_id,
+            f"{spec['arm']}/seed{spec['seed']}",
+            tags,
+            params={
+                "model": spec["model"],
+                "train": spec["train"],
+                "budget": spec["budget"],
+                "dataset": spec["dataset"],
+            },
+        )
+        tracker.log_dataset(
+            run_id, spec["task"], spec["dataset"]["id"], spec["dataset"]["store"], "training"
+        )
+        tracker.log_text(run_id, yaml.safe_dump(spec, sort_keys=True), "resolved_config.yaml")
+    try:
+        # Fault injection, for the tests of retries: "first_attempt" or "always".
+        injected = spec.get("inject_failure")
+        if injected == "always" or (injected == "first_attempt" and first_attempt):
+            raise RuntimeError(f"injected failure in {spec['arm']}/seed{spec['seed']}")
+        _train(spec, tracker, run_id, state)
+    except BaseException as err:
+        tracker.finish(
+            run_id, "FAILED", error=f"{type(err).__name__}: {err}\n" + traceback.format_exc()
+        )
+        raise
+    tracker.finish(run_id, "FINISHED")
+
+
+def _train(
+    spec: dict[str, Any], tracker: Tracker, run_id: str, state: dict[str, Any] | None
+) -> None:
+    task = task_spec(spec["task"])
+    store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
+    local = store.fetch(spec["dataset"]["id"])
+    manifest = store.manifest(spec["dataset"]["id"])
+    train = read_split(local, "train", manifest, memory_map=True)
+    test = read_split(local, "test", manifest, extras=task.extras)
+    model_cfg, train_cfg = (
+        ModelConfig.from_dict(spec["model"]),
+        TrainConfig.from_dict(spec["train"]),
+    )
+    trainer = Trainer(model_cfg, train_cfg, device=spec["device"])
+    loader = TrainBatches(train, train_cfg.global_batch_size, seed=spec["seed"])
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        loader.load_state_dict(state["loader"])
+    budget = spec["budget"]
+    trainer.fit(
+        loader,
+        budget["steps"],
+        eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
+        eval_every=budget["eval_every"],
+        hooks=lambda: task.hooks(manifest),
+        callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader)],
+    )

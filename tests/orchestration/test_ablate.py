@@ -1,0 +1,133 @@
+"""`python -m orchestration.ablate` end to end with real components: a real local Ray, MLflow
+(sqlite file, and a real `mlflow server` with S3 artifacts on the loopback moto server), the
+smoke suite. Checked: one MLflow child run per trial with its tags, params, dataset input and
+resolved config; a failing trial is retried and ends FAILED with its error; `kill -9` of the
+driver mid-suite, then the same command, finishes every trial with exactly one run each and none
+left RUNNING; bad suites, arms and fields fail fast with clear errors and launch nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+SMOKE = ["suite=smoke", "scale=smoke"]
+
+
+def ablate(cwd: Path, *overrides: str, env: dict | None = None, timeout: int = 600):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.ablate", *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def runs(tracking_uri: str, suite: str = "smoke"):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(f"trm-lab/{suite}")
+    found = client.search_runs([experiment.experiment_id])
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in found if r.data.tags.get("trm.role") == "suite"]
+    return client, children, parents
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["suite=nope"], "unknown suite 'nope'; available suites: ["),
+        (
+            ["suite=smoke", "arms=[trm,bogus]"],
+            "has no arm 'bogus'; its arms are ['trm', 'one_step_grad']",
+        ),
+        (["suite=smoke", "model.n=0"], "model.n=0 is not allowed"),
+        (["suite=smoke", "model.hiden=3"], "Key 'hiden' is not in struct"),
+        (["suite=smoke", "scale=huge"], "scale"),
+    ],
+)
+def test_bad_input_fails_fast_and_launches_nothing(tmp_path, overrides, message):
+    result = ablate(tmp_path, *overrides, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / ".trm" / "ray_results").exists()
+
+
+@pytest.mark.slow
+def test_smoke_suite_logs_one_child_run_per_trial(tmp_path):
+    result = ablate(tmp_path, *SMOKE, "seeds=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| trm | 0 | FINISHED |" in result.stdout
+    client, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in children) == ["one_step_grad/seed0", "trm/seed0"]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        tags = run.data.tags
+        assert tags["trm.suite"] == "smoke" and tags["trm.scale"] == "smoke"
+        assert tags["trm.seed"] == "0" and len(tags["trm.dataset_id"]) == 32
+        assert tags["axis.grad"] == ("one_step" if tags["trm.arm"] == "one_step_grad" else "full")
+        assert run.data.params["model.hidden"] == "32"
+        history = client.get_metric_history(run.info.run_id, "eval/exact_accuracy")
+        assert [m.step for m in history] == [10, 20]
+        assert "train/examples_per_s" in run.data.metrics
+        assert "peak_memory_gib" in run.data.metrics
+        assert run.inputs.dataset_inputs[0].dataset.digest == tags["trm.dataset_id"]
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "resolved_config.yaml" in artifacts
+        assert not any("secret" in k.lower() for k in run.data.params)
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_retried_then_ends_failed_with_its_error(tmp_path):
+    result = ablate(tmp_path, *SMOKE, "seeds=1", "arms=[trm]", "+inject_failure.trm=always")
+    assert result.returncode == 1
+    assert "| trm | 0 | FAILED |" in result.stdout
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert len(children) == 1  # the retry continued the same run
+    assert children[0].info.status == "FAILED"
+    assert "injected failure in trm/seed0" in children[0].data.tags["error"]
+    assert parents[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_trial_that_fails_once_recovers_on_retry(tmp_path):
+    result = ablate(tmp_path, *SMOKE, "seeds=1", "arms=[trm]", "+inject_failure.trm=first_attempt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, children, _ = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert [r.info.status for r in children] == ["FINISHED"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_path):
+    command = [*SMOKE, "scale.steps=60", "scale.eval_every=10", "scale.max_concurrent_trials=1"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.ablate", *command],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    results = tmp_path / ".trm" / "ray_results"
+    while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 3:
+        time.sleep(0.5)
+    assert list(results.glob("*/*/checkpoint_*")), "no checkpoint appeared before the kill"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
+    driver.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+
+    result = ablate(tmp_path, *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stderr
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["one_step_grad/seed0", "one_step_grad/seed1", "trm/seed0", "trm/seed1"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
