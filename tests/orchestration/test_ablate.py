@@ -121,7 +121,9 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
     assert list(results.glob("*/*/checkpoint_*")), "no checkpoint appeared before the kill"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+    # Ray daemons that outlived the driver would otherwise linger (the resumed run starts its own).
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"],
+                   capture_output=True, timeout=120)
 
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
