@@ -42,6 +42,21 @@ def _s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
+def s3_filesystem():
+    """pyarrow S3 filesystem from the standard AWS variables (endpoint for S3-compatible
+    servers included), with retries; shared by the dataset store and Ray Tune's storage."""
+    from pyarrow import fs
+
+    options = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    endpoint = _s3_endpoint()
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options.update(
+            endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https"
+        )
+    return fs.S3FileSystem(**options, retry_strategy=fs.AwsStandardS3RetryStrategy(8))
+
+
 class _LocalBackend:
     def __init__(self, root: Path):
         self.root = root
@@ -74,21 +89,13 @@ class _S3Backend:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
-        from pyarrow import fs
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = boto3.client(
             "s3", config=Config(retries={"max_attempts": 8, "mode": "standard"})
         )
         self.transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20)
-        endpoint = _s3_endpoint()
-        options = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-        if endpoint:
-            parsed = urlparse(endpoint)
-            options.update(
-                endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https"
-            )
-        self.fs = fs.S3FileSystem(**options, retry_strategy=fs.AwsStandardS3RetryStrategy(8))
+        self.fs = s3_filesystem()
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

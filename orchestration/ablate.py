@@ -172,6 +172,16 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     }
 
 
+def _results_location(uri: str):
+    """(path, filesystem) for Ray Tune: s3:// goes through the same configured pyarrow S3
+    filesystem as the dataset store (endpoint and retries from the AWS variables)."""
+    if uri.startswith("s3://"):
+        from datasets.store import s3_filesystem
+
+        return uri[len("s3://") :], s3_filesystem()
+    return uri, None
+
+
 def _trial_name(trial) -> str:
     spec = trial.config["trial"]
     return f"{spec['arm']}-seed{spec['seed']}-{trial.trial_id}"
@@ -241,13 +251,17 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
             "has no GPU; use scale=mini on a CPU machine or join a GPU cluster"
         )
     trainable = tune.with_resources(run_trial, {"cpu": scale["cpus_per_trial"], "gpu": gpus})
-    storage_path = planned["storage"]["results"]
+    storage_path, filesystem = _results_location(planned["storage"]["results"])
     experiment_path = f"{storage_path.rstrip('/')}/{execution}"
     param_space = {"trial": tune.grid_search(specs)}
-    if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path):
+    if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):
         print(f"resuming {execution} from {experiment_path}", file=sys.stderr)
         tuner = tune.Tuner.restore(
-            experiment_path, trainable, resume_errored=True, param_space=param_space
+            experiment_path,
+            trainable,
+            resume_errored=True,
+            param_space=param_space,
+            storage_filesystem=filesystem,
         )
     else:
         tuner = tune.Tuner(
@@ -262,6 +276,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
             run_config=tune.RunConfig(
                 name=execution,
                 storage_path=storage_path,
+                storage_filesystem=filesystem,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=scale["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=3),

@@ -2,6 +2,8 @@
 server mode) and a local store: content addressing, corrupted shards detected and never used,
 an interrupted upload leaves no manifest, seeds decide the id."""
 
+import uuid
+
 import boto3
 import numpy as np
 import pytest
@@ -9,22 +11,23 @@ import pytest
 from datasets.build import build
 from datasets.format import read_split
 from datasets.store import DatasetIntegrityError, DatasetNotFoundError, DatasetStore
-from tests.services import s3_environment, s3_server
+from orchestration.stack import environment, s3_only
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    with s3_server() as endpoint, s3_environment(endpoint):
-        yield endpoint
+def s3():
+    # The same code as `python -m orchestration.stack`: a real S3 HTTP server on 127.0.0.1.
+    with s3_only(bucket="trm-datasets") as server, environment(server.env()):
+        yield server
 
 
 @pytest.fixture
-def bucket(s3_endpoint):
-    from tests.services import new_bucket
-
-    return new_bucket(s3_endpoint)
+def bucket(s3):
+    name = f"trm-test-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
 
 
 def _tiny(out, seed=0):

@@ -122,8 +122,11 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
     # Ray daemons that outlived the driver would otherwise linger (the resumed run starts its own).
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
+        capture_output=True,
+        timeout=120,
+    )
 
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -133,3 +136,43 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
     assert names == ["one_step_grad/seed0", "one_step_grad/seed1", "trm/seed0", "trm/seed1"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_smoke_suite_on_s3_storage_and_a_tracking_server(tmp_path):
+    from orchestration.stack import local_stack
+
+    with local_stack(tmp_path / "stack", bucket="trm") as stack:
+        env = {**stack.env(), "TRM_RESULTS_URI": "s3://trm/ray_results"}
+        result = ablate(
+            tmp_path, *SMOKE, "seeds=1", "arms=[trm]", "storage=s3", "tracking=server", env=env
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        client, children, parents = runs(stack.tracking_uri)
+        assert [r.info.status for r in children] == ["FINISHED"]
+        assert [r.info.status for r in parents] == ["FINISHED"]
+        assert "resolved_config.yaml" in [
+            a.path for a in client.list_artifacts(children[0].info.run_id)
+        ]
+        s3 = boto3_client(stack.env())
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="trm")
+            for o in page.get("Contents", [])
+        ]
+        assert any(k.startswith("datasets/") and k.endswith("manifest.json") for k in keys)
+        assert any(k.startswith("ray_results/") and "checkpoint_" in k for k in keys)
+        assert any(k.startswith("mlflow/") and k.endswith("resolved_config.yaml") for k in keys)
+        assert not (tmp_path / ".trm" / "ray_results").exists()  # nothing fell back to local
+
+
+def boto3_client(env: dict):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
