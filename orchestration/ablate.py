@@ -277,7 +277,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 name=execution,
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
-                verbose=0,
+                verbose=1,
                 failure_config=tune.FailureConfig(max_failures=scale["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             ),
