@@ -55,12 +55,12 @@ def main() -> None:
     overrides = [f"suite={args.suite}", f"scale={args.scale}", f"seeds={args.seeds}"]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        from hydra import compose, initialize_module
+        from hydra import compose, initialize_config_module
         from omegaconf import OmegaConf
 
         import orchestration.ablate as ablate
 
-        with initialize_module(config_module="orchestration.conf", version_base=None):
+        with initialize_config_module(config_module="orchestration.conf", version_base=None):
             cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
         planned = ablate.plan(cfg, base)  # builds the dataset, untimed
         specs = planned["specs"]

@@ -38,6 +38,19 @@ def runs(tracking_uri: str, suite: str = "smoke"):
     return client, children, parents
 
 
+def compose(*overrides: str) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import OmegaConf
+
+    import orchestration.ablate  # noqa: F401  (registers the field overrides)
+
+    with initialize_config_module(config_module="orchestration.conf", version_base=None):
+        return OmegaConf.to_container(
+            hydra_compose("config", overrides=list(overrides)), resolve=True
+        )
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -46,16 +59,31 @@ def runs(tracking_uri: str, suite: str = "smoke"):
             ["suite=smoke", "arms=[trm,bogus]"],
             "has no arm 'bogus'; its arms are ['trm', 'one_step_grad']",
         ),
-        (["suite=smoke", "model.n=0"], "model.n=0 is not allowed"),
-        (["suite=smoke", "model.hiden=3"], "Key 'hiden' is not in struct"),
-        (["suite=smoke", "scale=huge"], "scale"),
+        (["suite=smoke", "scale=smoke", "model.n=0"], "model.n=0 is not allowed"),
+        (
+            ["suite=smoke", "scale=smoke", "scale.gpus_per_trial=0.3"],
+            "must be a whole number or one",
+        ),
     ],
 )
-def test_bad_input_fails_fast_and_launches_nothing(tmp_path, overrides, message):
-    result = ablate(tmp_path, *overrides, timeout=120)
-    assert result.returncode != 0
-    assert message in result.stderr + result.stdout
+def test_bad_plans_are_refused_before_anything_runs(tmp_path, overrides, message):
+    from orchestration.ablate import plan
+
+    with pytest.raises(ValueError) as err:
+        plan(compose(*overrides), tmp_path)
+    assert message in str(err.value)
     assert not (tmp_path / ".trm" / "ray_results").exists()
+
+
+def test_unknown_field_is_refused_by_the_command_line(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=r"model\.hiden"):
+        compose("suite=smoke", "model.hiden=3")
+    result = ablate(tmp_path, "suite=nope", timeout=180)
+    assert result.returncode == 2
+    assert "error: unknown suite 'nope'; available suites: [" in result.stderr
+    assert not (tmp_path / ".trm").exists()
 
 
 @pytest.mark.slow
@@ -85,23 +113,24 @@ def test_smoke_suite_logs_one_child_run_per_trial(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_trial_is_retried_then_ends_failed_with_its_error(tmp_path):
-    result = ablate(tmp_path, *SMOKE, "seeds=1", "arms=[trm]", "+inject_failure.trm=always")
+def test_failing_trials_are_retried_and_end_failed_or_recover(tmp_path):
+    result = ablate(
+        tmp_path,
+        *SMOKE,
+        "seeds=1",
+        "+inject_failure.trm=always",
+        "+inject_failure.one_step_grad=first_attempt",
+    )
     assert result.returncode == 1
     assert "| trm | 0 | FAILED |" in result.stdout
+    assert "| one_step_grad | 0 | FINISHED |" in result.stdout
     _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
-    assert len(children) == 1  # the retry continued the same run
-    assert children[0].info.status == "FAILED"
-    assert "injected failure in trm/seed0" in children[0].data.tags["error"]
+    status = {r.info.run_name: r for r in children}
+    assert sorted(status) == ["one_step_grad/seed0", "trm/seed0"]  # retries reuse their run
+    assert status["trm/seed0"].info.status == "FAILED"
+    assert "injected failure in trm/seed0" in status["trm/seed0"].data.tags["error"]
+    assert status["one_step_grad/seed0"].info.status == "FINISHED"
     assert parents[0].info.status == "FAILED"
-
-
-@pytest.mark.slow
-def test_a_trial_that_fails_once_recovers_on_retry(tmp_path):
-    result = ablate(tmp_path, *SMOKE, "seeds=1", "arms=[trm]", "+inject_failure.trm=first_attempt")
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, children, _ = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
-    assert [r.info.status for r in children] == ["FINISHED"]
 
 
 @pytest.mark.slow
