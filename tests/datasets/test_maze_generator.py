@@ -240,8 +240,11 @@ def test_sampler_matches_exact_enumeration_of_the_recipe():
     out_steps = np.empty(200_000, dtype=np.int64)
     tried, kept = maze._search(raw, size, low, high, least, out_grids, out_steps)
     seen: dict[str, int] = {}
-    for row in maze.to_codes(out_grids[:kept]):
-        seen[text(row)] = seen.get(text(row), 0) + 1
+    for row, steps in zip(maze.to_codes(out_grids[:kept]), out_steps[:kept], strict=True):
+        key = text(row)
+        if key not in seen:
+            assert steps == shortest_steps(key, size)
+        seen[key] = seen.get(key, 0) + 1
     assert set(seen) <= set(exact), "sampled a maze the recipe cannot produce or keep"
     assert kept > 20 * len(exact)
     # Acceptance rate and a chi-square over all keepable mazes.
