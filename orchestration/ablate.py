@@ -97,7 +97,11 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     """Validate everything and resolve the suite into plain trial specs (nothing launched)."""
     suite: Suite = load_suite(cfg["suite"])
     scale = cfg["scale"]
-    arms = cfg.get("arms") or [a.name for a in suite.all_arms]
+    # A search explores around the baseline; a grid runs every arm.
+    default_arms = (
+        [suite.baseline.name] if suite.kind == "search" else [a.name for a in suite.all_arms]
+    )
+    arms = cfg.get("arms") or default_arms
     for name in arms:
         suite.arm(name)  # unknown arm → error listing the suite's arms
     seeds = cfg.get("seeds") or suite.seeds
@@ -170,6 +174,43 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
         "execution": f"{suite.name}-{scale['name']}-{digest}",
         "dataset_id": dataset_id,
     }
+
+
+SEARCH_KEY_SEPARATOR = "__"  # search params are flat keys: "train__lr" for train.lr
+
+
+def _search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from ray import tune
+
+    out = {}
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        name = key.replace(".", SEARCH_KEY_SEPARATOR)
+        out[name] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
+    return out
+
+
+def _search_tune_config(suite: Suite, scale: dict[str, Any]) -> dict[str, Any]:
+    """Optuna (seeded) proposes; ASHA stops weak trials early. Time is counted in evaluations,
+    the only moments a trial reports."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    metric = f"eval/{suite.metric}"
+    config: dict[str, Any] = {
+        "search_alg": OptunaSearch(metric=metric, mode="max", seed=suite.search["seed"]),
+        "num_samples": suite.search["num_samples"],
+    }
+    asha = suite.search["scheduler"].get("asha")
+    if asha is not None:
+        config["scheduler"] = ASHAScheduler(
+            metric=metric,
+            mode="max",
+            max_t=max(1, scale["steps"] // scale["eval_every"]),
+            grace_period=asha.get("grace_period", 1),
+            reduction_factor=asha.get("reduction_factor", 2),
+        )
+    return config
 
 
 def _results_location(uri: str):
@@ -253,7 +294,12 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
     trainable = tune.with_resources(run_trial, {"cpu": scale["cpus_per_trial"], "gpu": gpus})
     storage_path, filesystem = _results_location(planned["storage"]["results"])
     experiment_path = f"{storage_path.rstrip('/')}/{execution}"
-    param_space = {"trial": tune.grid_search(specs)}
+    search_config = {}
+    if suite.kind == "search":
+        param_space = {"trial": specs[0], "search": _search_space(suite.search["space"])}
+        search_config = _search_tune_config(suite, scale)
+    else:
+        param_space = {"trial": tune.grid_search(specs)}
     if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):
         print(f"resuming {execution} from {experiment_path}", file=sys.stderr)
         tuner = tune.Tuner.restore(
@@ -268,6 +314,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
+                **search_config,
                 max_concurrent_trials=scale["max_concurrent_trials"],
                 reuse_actors=False,
                 trial_name_creator=_trial_name,
@@ -305,11 +352,28 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _describe_search(values: dict[str, Any]) -> str:
+    if not values:
+        return ""
+    shown = ", ".join(
+        f"{k.replace(SEARCH_KEY_SEPARATOR, '.')}={v:.3g}"
+        if isinstance(v, float)
+        else f"{k.replace(SEARCH_KEY_SEPARATOR, '.')}={v}"
+        for k, v in sorted(values.items())
+    )
+    return f" [{shown}]"
+
+
 def print_summary(suite: Suite, scale: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print(f"\n{suite.title} — scale {scale['label']}")
     print("| arm | seed | status | exact accuracy |\n|---|---|---|---|")
     for row in sorted(
-        rows, key=lambda r: ([a.name for a in suite.all_arms].index(r["arm"]), r["seed"])
+        rows,
+        key=lambda r: (
+            [a.name for a in suite.all_arms].index(r["arm"].split(" [")[0]),
+            r["seed"],
+            r["arm"],
+        ),
     ):
         accuracy = "—" if row["exact_accuracy"] is None else f"{row['exact_accuracy']:.1%}"
         print(f"| {row['arm']} | {row['seed']} | {row['status']} | {accuracy} |")

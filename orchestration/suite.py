@@ -28,6 +28,8 @@ SUITE_KEYS = {"name", "title", "task", "kind", "seeds", "metric", "baseline", "a
 ARM_KEYS = {"name", "label", "set", "axes", "paper", "note"}
 KINDS = ("grid", "search")
 PRESET_KEYS = ("model.preset", "train.preset")
+SEARCH_KEYS = {"num_samples", "seed", "space", "scheduler"}
+DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 
 
 def available_suites() -> list[str]:
@@ -164,6 +166,40 @@ def _arm(where: str, raw: Any) -> SuiteArm:
     )
 
 
+def _search(where: str, raw: Any) -> dict[str, Any]:
+    """A search block: Optuna samples `space` (dotted fields → one distribution each) for
+    `num_samples` trials, seeded; `scheduler.asha` stops weak trials early (in evaluations)."""
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{where}: a search suite needs a `search` mapping with {sorted(SEARCH_KEYS)}"
+        )
+    _check_keys(f"{where} search", raw, SEARCH_KEYS, {"num_samples", "space"})
+    fields = {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)}
+    fields |= {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)} - {"train.seed"}
+    for key, spec in raw["space"].items():
+        if key not in fields:
+            raise ValueError(f"{where} search.space: {key!r} is not a model.* or train.* field")
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+            raise ValueError(
+                f"{where} search.space.{key}: give one of {sorted(DISTRIBUTIONS)}, "
+                "e.g. {loguniform: [1.0e-4, 1.0e-2]}"
+            )
+        kind, args = next(iter(spec.items()))
+        if DISTRIBUTIONS[kind] and (not isinstance(args, list) or len(args) != 2):
+            raise ValueError(f"{where} search.space.{key}: {kind} takes [low, high]")
+    scheduler = raw.get("scheduler") or {}
+    if set(scheduler) - {"asha"}:
+        raise ValueError(
+            f"{where} search.scheduler: only `asha` is supported, got {sorted(scheduler)}"
+        )
+    return {
+        "num_samples": int(raw["num_samples"]),
+        "seed": int(raw.get("seed", 0)),
+        "space": dict(raw["space"]),
+        "scheduler": scheduler,
+    }
+
+
 def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
     path = directory / f"{name}.yaml"
     if not path.exists():
@@ -187,6 +223,9 @@ def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"{where}: arm names must be unique; repeated: {duplicates}")
+    search = _search(where, raw.get("search")) if kind == "search" else None
+    if kind == "grid" and raw.get("search"):
+        raise ValueError(f"{where}: `search` needs kind: search")
     return Suite(
         name=name,
         title=str(raw.get("title", name)),
@@ -196,6 +235,6 @@ def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
         metric=str(raw.get("metric", "exact_accuracy")),
         baseline=baseline,
         arms=arms,
-        search=raw.get("search"),
+        search=search,
         path=path,
     )

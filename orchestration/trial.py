@@ -30,11 +30,24 @@ CHECKPOINT_FILE = "state.pt"
 
 def run_tags(spec: dict[str, Any]) -> dict[str, str]:
     """Identity of a trial's run: what a resumed trial looks its run up by."""
-    return {
+    tags = {
         "trm.execution": spec["execution"],
         "trm.arm": spec["arm"],
         "trm.seed": str(spec["seed"]),
     }
+    if "search_trial" in spec:  # search samples share arm and seed; the trial id separates them
+        tags["trm.trial"] = spec["search_trial"]
+    return tags
+
+
+def apply_search(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The spec with a search sample's values (`train__lr` → train.lr) written in."""
+    spec = {**spec, "model": dict(spec["model"]), "train": dict(spec["train"])}
+    for key, value in values.items():
+        group, _, name = key.partition("__")
+        spec[group][name] = value.item() if hasattr(value, "item") else value
+    spec["search_trial"] = tune.get_context().get_trial_id()
+    return spec
 
 
 def _peak_memory_gib(device: torch.device) -> float:
@@ -44,8 +57,11 @@ def _peak_memory_gib(device: torch.device) -> float:
 
 
 class ReportToTuneAndMlflow(TrainerCallback):
-    def __init__(self, tracker: Tracker, run_id: str, loader: TrainBatches):
+    def __init__(
+        self, tracker: Tracker, run_id: str, loader: TrainBatches, progress: dict[str, int]
+    ):
         self.tracker, self.run_id, self.loader = tracker, run_id, loader
+        self.progress = progress  # the last step reported, read when Tune stops the trial
         self.started = time.perf_counter()
         self.window_examples, self.window_seconds = 0, 0.0
         self.last_train: dict[str, float] = {}
@@ -69,6 +85,7 @@ class ReportToTuneAndMlflow(TrainerCallback):
         report["peak_memory_gib"] = _peak_memory_gib(trainer.device)
         report["step"] = float(trainer.step)
         self.window_examples, self.window_seconds = 0, 0.0
+        self.progress["step"] = trainer.step
         self.tracker.log_metrics(self.run_id, report, step=trainer.step)
         with tempfile.TemporaryDirectory() as directory:
             torch.save(
@@ -85,6 +102,8 @@ class ReportToTuneAndMlflow(TrainerCallback):
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable; `config["trial"]` is the resolved trial spec."""
     spec = config["trial"]
+    if config.get("search"):
+        spec = apply_search(spec, config["search"])
     torch.set_num_threads(spec["threads"])
     tracker = Tracker(spec["tracking"]["uri"])
     experiment_id = spec["tracking"]["experiment_id"]
@@ -107,7 +126,7 @@ def run_trial(config: dict[str, Any]) -> None:
         }
         run_id = tracker.start_run(
             experiment_id,
-            f"{spec['arm']}/seed{spec['seed']}",
+            f"{spec['arm']}/" + (spec.get("search_trial") or f"seed{spec['seed']}"),
             tags,
             params={
                 "model": spec["model"],
@@ -120,12 +139,24 @@ def run_trial(config: dict[str, Any]) -> None:
             run_id, spec["task"], spec["dataset"]["id"], spec["dataset"]["store"], "training"
         )
         tracker.log_text(run_id, yaml.safe_dump(spec, sort_keys=True), "resolved_config.yaml")
+    progress = {"step": state["trainer"]["step"] if state else 0}
     try:
         # Fault injection, for the tests of retries: "first_attempt" or "always".
         injected = spec.get("inject_failure")
         if injected == "always" or (injected == "first_attempt" and first_attempt):
             raise RuntimeError(f"injected failure in {spec['arm']}/seed{spec['seed']}")
-        _train(spec, tracker, run_id, state)
+        _train(spec, tracker, run_id, state, progress)
+    except SystemExit as stop:
+        # Tune ends a trial its scheduler stops (ASHA) with SystemExit(0) inside tune.report.
+        if stop.code not in (0, None):
+            tracker.finish(run_id, "FAILED", error=f"SystemExit({stop.code})")
+            raise
+        if progress["step"] < spec["budget"]["steps"]:
+            tracker.client.set_tag(run_id, "trm.stopped_early", f"at step {progress['step']}")
+            tracker.finish(run_id, "KILLED")
+        else:
+            tracker.finish(run_id, "FINISHED")
+        raise
     except BaseException as err:
         tracker.finish(
             run_id, "FAILED", error=f"{type(err).__name__}: {err}\n" + traceback.format_exc()
@@ -135,7 +166,11 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def _train(
-    spec: dict[str, Any], tracker: Tracker, run_id: str, state: dict[str, Any] | None
+    spec: dict[str, Any],
+    tracker: Tracker,
+    run_id: str,
+    state: dict[str, Any] | None,
+    progress: dict[str, int],
 ) -> None:
     task = task_spec(spec["task"])
     store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
@@ -159,5 +194,5 @@ def _train(
         eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
         eval_every=budget["eval_every"],
         hooks=lambda: task.hooks(manifest),
-        callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader)],
+        callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader, progress)],
     )

@@ -205,3 +205,16 @@ def boto3_client(env: dict):
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
+
+
+@pytest.mark.slow
+def test_search_suite_samples_the_declared_space_with_optuna(tmp_path):
+    result = ablate(tmp_path, "suite=search_lr", "scale=smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db", suite="search_lr")
+    assert len(children) == 6 and parents[0].info.status == "FINISHED"
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)  # KILLED = ASHA stop
+    lrs = {float(r.data.params["train.lr"]) for r in children}
+    assert len(lrs) == 6 and all(1e-4 <= lr <= 3e-3 for lr in lrs)
+    assert all(r.data.params["model.T"] in ("1", "2", "3") for r in children)
+    assert len({r.data.tags["trm.trial"] for r in children}) == 6
