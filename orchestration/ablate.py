@@ -335,7 +335,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
         spec = result.config["trial"]
         rows.append(
             {
-                "arm": spec["arm"],
+                "arm": spec["arm"] + _describe_search(result.config.get("search") or {}),
                 "seed": spec["seed"],
                 "status": "FAILED" if result.error else "FINISHED",
                 "exact_accuracy": (result.metrics or {}).get("eval/exact_accuracy"),
