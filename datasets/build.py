@@ -5,6 +5,7 @@
     python -m datasets.build maze --source DIR [--dihedral]
     python -m datasets.build arc1 --concept-dir DIR [--augment 1000] [--seed 42]
     python -m datasets.build tiny_sudoku --train 6000 --test 500 --seed 0
+    python -m datasets.build sudoku_mini --train 6000 --test 500 --seed 0   # scale=mini Sudoku
 
 `--source` is a folder with the published `train.csv`/`test.csv` (a user's download, or the
 output of `python -m datasets.generate`), or `hub` to download them (datasets.sources). The
@@ -16,6 +17,7 @@ builder version, arguments, seed and source files give byte-identical shards and
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import sys
 import tempfile
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import arc, maze, sudoku, tiny_sudoku
+from datasets import arc, maze, mini_sudoku, sudoku, tiny_sudoku
 from datasets.arrays import PuzzleArrays
 from datasets.format import FORMAT_VERSION, sha256_file, split_summary, write_manifest, write_split
 from datasets.sources import resolve_source
@@ -252,6 +254,36 @@ def build_arc(
     return manifest
 
 
+def build_sudoku_mini(
+    staging: Path,
+    progress: Progress,
+    *,
+    train: int,
+    test: int,
+    seed: int,
+    blanks: list[int] | None = None,
+) -> dict[str, Any]:
+    levels = tuple(blanks or mini_sudoku.DEFAULT_BLANKS)
+    train_arrays, test_arrays = mini_sudoku.build(train, test, seed, levels)
+    progress("generated 9x9 puzzles")
+    splits = {
+        name: split_summary(data, write_split(data, staging, name))
+        for name, data in (("train", train_arrays), ("test", test_arrays))
+    }
+    progress("wrote Parquet shards")
+    return _manifest(
+        "sudoku_mini",
+        1,
+        {"train": train, "test": test, "blanks": list(levels)},
+        seed,
+        [{"name": "generated", "sha256": ""}],
+        {"size": sudoku.VOCAB_SIZE, "pad_id": 0, "tokens": sudoku.TOKEN_NAMES},
+        sudoku.CELLS,
+        1,
+        splits,
+    )
+
+
 def build_tiny_sudoku(
     staging: Path, progress: Progress, *, train: int, test: int, seed: int
 ) -> dict[str, Any]:
@@ -283,9 +315,10 @@ BUILDERS: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     # task: (builder, number of progress stages)
     "sudoku": (build_sudoku, 3),
     "maze": (build_maze, 2),
-    "arc1": (build_arc, 3),
-    "arc2": (build_arc, 3),
+    "arc1": (functools.partial(build_arc, name="arc1"), 3),
+    "arc2": (functools.partial(build_arc, name="arc2"), 3),
     "tiny_sudoku": (build_tiny_sudoku, 2),
+    "sudoku_mini": (build_sudoku_mini, 2),
 }
 
 
@@ -357,18 +390,17 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "maze": dict(source=args.source, dihedral=args.dihedral),
         "arc1": dict(
-            name="arc1",
             concept_dir=args.concept_dir,
             augment=args.augment,
             subset_limit=args.subset_limit,
         ),
         "arc2": dict(
-            name="arc2",
             concept_dir=args.concept_dir,
             augment=args.augment,
             subset_limit=args.subset_limit,
         ),
         "tiny_sudoku": dict(train=args.train, test=args.test),
+        "sudoku_mini": dict(train=args.train, test=args.test),
     }[args.task]
     try:
         ident = build(args.task, args.out, quiet=args.quiet, seed=args.seed, **arguments)

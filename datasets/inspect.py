@@ -39,8 +39,9 @@ def render_grid(tokens: np.ndarray, token_names: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m datasets.inspect",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m datasets.inspect", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("uri", help="STORE/DATASET_ID, e.g. .trm/datasets/<id> or s3://b/p/<id>")
     parser.add_argument("--split", default="train")
     parser.add_argument("--count", type=int, default=2)
@@ -54,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     summary = {k: v for k, v in manifest.items() if k != "splits"}
-    summary["splits"] = {name: {k: v for k, v in split.items() if k != "shards"}
-                         | {"shards": len(split["shards"])}
-                         for name, split in manifest["splits"].items()}
+    summary["splits"] = {
+        name: {k: v for k, v in split.items() if k != "shards"} | {"shards": len(split["shards"])}
+        for name, split in manifest["splits"].items()
+    }
     print(f"dataset {ident} (verified)")
     print(json.dumps(summary, indent=2))
     arrays = read_split(local, args.split, manifest)

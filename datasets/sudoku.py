@@ -147,10 +147,16 @@ def augment(rows: SudokuRows, count: int, seed: int) -> tuple[np.ndarray, np.nda
         stop = min(start + AUGMENT_CHUNK, n)
         size = stop - start
         index, digit_maps = augmentation_maps(size * count, rng)
-        index = np.concatenate([np.tile(np.arange(CELLS), (size, 1, 1)),
-                                index.reshape(size, count, CELLS)], axis=1)  # copy 0 = identity
-        digit_maps = np.concatenate([np.tile(np.arange(10, dtype=np.uint8), (size, 1, 1)),
-                                     digit_maps.reshape(size, count, 10)], axis=1)
+        index = np.concatenate(
+            [np.tile(np.arange(CELLS), (size, 1, 1)), index.reshape(size, count, CELLS)], axis=1
+        )  # copy 0 = identity
+        digit_maps = np.concatenate(
+            [
+                np.tile(np.arange(10, dtype=np.uint8), (size, 1, 1)),
+                digit_maps.reshape(size, count, 10),
+            ],
+            axis=1,
+        )
         for source, target in ((rows.questions, questions), (rows.answers, answers)):
             moved = np.take_along_axis(source[start:stop, None, :], index, axis=2)
             target[start:stop] = np.take_along_axis(digit_maps, moved.astype(np.intp), axis=2)

@@ -80,7 +80,9 @@ def ensure_dataset(task: str, arguments: dict[str, Any], store_uri: str, base: P
     store = DatasetStore(store_uri, cache_dir=base / ".trm" / "cache" / "datasets")
     ident = index.get(key)
     if ident is None or not store.exists(ident):
-        ident = build(task_spec(task).builder, store_uri, **arguments)
+        arguments = dict(arguments)
+        builder = arguments.pop("builder", None) or task_spec(task).builder
+        ident = build(builder, store_uri, **arguments)
         index[key] = ident
         index_path.parent.mkdir(parents=True, exist_ok=True)
         index_path.write_text(json.dumps(index, indent=1, sort_keys=True))

@@ -25,6 +25,10 @@ TASKS: dict[str, TaskSpec] = {
         "tiny_sudoku", ("givens",), lambda manifest: [GroupedExactAccuracy("givens")]
     ),
     "sudoku": TaskSpec("sudoku", (), lambda manifest: []),
+    # scale=mini's Sudoku: graded blanks, scored per level too (MINI_SCALE.md)
+    "sudoku_mini": TaskSpec(
+        "sudoku_mini", ("blanks",), lambda manifest: [GroupedExactAccuracy("blanks")]
+    ),
     "maze": TaskSpec("maze", (), lambda manifest: [maze.MazeValidity()]),
     "arc1": TaskSpec(
         "arc1",

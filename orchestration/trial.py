@@ -172,10 +172,10 @@ def _train(
     state: dict[str, Any] | None,
     progress: dict[str, int],
 ) -> None:
-    task = task_spec(spec["task"])
     store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
     local = store.fetch(spec["dataset"]["id"])
     manifest = store.manifest(spec["dataset"]["id"])
+    task = task_spec(manifest["task"])  # the data decides its scoring (e.g. sudoku_mini levels)
     train = read_split(local, "train", manifest, memory_map=True)
     test = read_split(local, "test", manifest, extras=task.extras)
     model_cfg, train_cfg = (

@@ -133,10 +133,32 @@ def test_inspect_prints_the_manifest_and_grids(tmp_path, capsys):
     from datasets.inspect import main
 
     source = _write_source(tmp_path / "src")
-    ident = build("sudoku", tmp_path / "store", quiet=True, source=str(source), subsample=5,
-                  augment=2, seed=0, test_limit=None)
+    ident = build(
+        "sudoku",
+        tmp_path / "store",
+        quiet=True,
+        source=str(source),
+        subsample=5,
+        augment=2,
+        seed=0,
+        test_limit=None,
+    )
     main([str(tmp_path / "store" / ident), "--count", "1"])
     out = capsys.readouterr().out
     assert f"dataset {ident} (verified)" in out and '"task": "sudoku"' in out
     label = out.split("label:\n")[1].splitlines()[:9]
     assert all(sorted(row) == list("123456789") for row in label)
+
+
+def test_mini_sudoku_puzzles_are_unique_with_graded_blanks():
+    from datasets import mini_sudoku
+    from datasets.generators.sudoku import solve_and_rate
+
+    train, test = mini_sudoku.build(200, 40, seed=3)
+    questions = train.inputs.astype(np.int64) - 1
+    solutions, counts, _ = solve_and_rate(questions, isomorphs=0)
+    assert (counts == 1).all() and (solutions == train.labels - 1).all()
+    assert ((questions == 0).sum(1) == train.extras["blanks"]).all()
+    assert set(np.unique(train.extras["blanks"])) == {30, 35, 40, 45}
+    assert sudoku.valid_solutions(test.labels.astype(int) - 1).all()
+    assert not set(map(bytes, train.labels)) & set(map(bytes, test.labels))

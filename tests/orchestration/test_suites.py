@@ -1,0 +1,91 @@
+"""Suite files: every suite composes and validates (each arm resolves to valid configs and
+changes only the axes it declares); the validator rejects undeclared changes, unknown keys and
+unknown fields; the paper suite's arms reproduce Table 1's depth, NFP and parameter classes."""
+
+import textwrap
+
+import pytest
+import torch
+
+from orchestration.suite import available_suites, load_suite
+from trm_core import RecursiveReasoningModel, count_parameters
+
+SUDOKU = dict(vocab_size=11, seq_len=81, num_puzzle_ids=1)
+
+
+@pytest.mark.parametrize("name", available_suites())
+def test_every_suite_loads_and_validates(name):
+    suite = load_suite(name)
+    shape = (
+        SUDOKU
+        if suite.task in ("sudoku", "sudoku_mini")
+        else dict(vocab_size=6, seq_len=16, num_puzzle_ids=1)
+    )
+    suite.validate(shape, {}, {})
+
+
+def test_paper_suite_matches_table_1_depth_nfp_and_size():
+    suite = load_suite("paper")
+    for arm in suite.all_arms:
+        model, _ = suite.resolve(arm.name, SUDOKU, {}, {})
+        assert model.depth == arm.paper["depth"], arm.name
+        assert model.forward_passes_per_step == arm.paper["nfp"], arm.name
+        with torch.device("meta"):
+            millions = count_parameters(RecursiveReasoningModel(model)) / 1e6
+        assert f"{round(millions)}M" == arm.paper["params"], (arm.name, millions)
+
+
+def _suite(tmp_path, arms_yaml):
+    (tmp_path / "custom.yaml").write_text(
+        textwrap.dedent("""
+        name: custom
+        task: tiny_sudoku
+        baseline: {name: base, label: Base, set: {model.preset: trm_mlp}}
+        arms:
+    """)
+        + textwrap.indent(textwrap.dedent(arms_yaml), "  ")
+    )
+    return load_suite("custom", directory=tmp_path)
+
+
+def test_an_arm_that_changes_more_than_it_declares_is_rejected(tmp_path):
+    suite = _suite(
+        tmp_path,
+        """
+        - name: sneaky
+          label: "w/ T=2"
+          set: {model.T: 2, model.n: 2}
+          axes: [model.T]
+    """,
+    )
+    with pytest.raises(ValueError, match=r"arm 'sneaky' changes \['model.n'\] without declaring"):
+        suite.validate(SUDOKU, {}, {})
+
+
+def test_a_preset_switch_must_declare_every_field_it_changes(tmp_path):
+    suite = _suite(
+        tmp_path,
+        """
+        - name: hrm
+          label: HRM
+          set: {model.preset: hrm}
+          axes: [model.net]
+    """,
+    )
+    with pytest.raises(ValueError, match="without declaring"):
+        suite.validate(SUDOKU, {}, {})
+
+
+@pytest.mark.parametrize(
+    "arm, message",
+    [
+        ("{name: a, label: A, set: {model.depth: 3}}", "`set` key 'model.depth' is not a field"),
+        ("{name: a, label: A, axes: [model.wings]}", "axis 'model.wings' is not"),
+        ("{name: a, label: A, colour: red}", "unknown key(s) ['colour']"),
+        ("{name: base, label: Again}", "arm names must be unique"),
+    ],
+)
+def test_malformed_arms_are_explained(tmp_path, arm, message):
+    with pytest.raises(ValueError) as err:
+        _suite(tmp_path, f"- {arm}\n")
+    assert message in str(err.value)
