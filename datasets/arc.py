@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from datasets.arrays import PuzzleArrays
+from datasets.dihedral import DIHEDRAL_INVERSE, DIHEDRAL_NAMES
 
 SIDE = 30
 SEQ_LEN = SIDE * SIDE
@@ -72,17 +73,6 @@ VOCAB_SIZE = 12
 TOKEN_NAMES = ["PAD", "EOS", *[str(c) for c in range(10)]]
 NUM_COLOURS = 10
 
-DIHEDRAL_NAMES = (
-    "identity",
-    "rot90",
-    "rot180",
-    "rot270",
-    "flip_lr",
-    "flip_ud",
-    "transpose",
-    "anti_transpose",
-)
-DIHEDRAL_INVERSE = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int64)
 SWAPS_SIDES = np.array([False, True, False, True, False, False, True, True])
 
 MAX_TRIES = 5000

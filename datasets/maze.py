@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from datasets.generators import maze as maze_generator
+from datasets.validation import raise_row_errors
 
 VOCAB_SIZE = 6
 TOKEN_NAMES = ["PAD", "#", "_", "S", "G", "o"]  # inspect shows open cells as '_'
-MAX_REPORTED_ERRORS = 10
 
 
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -70,14 +70,7 @@ def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             )
         for line in np.array(lines)[ends_ok & ~valid]:
             errors.append(f"line {line}: answer is not a shortest S→G path of the question")
-    if errors:
-        errors.sort(key=lambda e: int(e.split(":")[0].split()[1]))
-        shown = "\n  ".join(errors[:MAX_REPORTED_ERRORS])
-        more = len(errors) - MAX_REPORTED_ERRORS
-        raise ValueError(
-            f"{path}: {len(errors)} malformed row(s):\n  {shown}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-        )
+    raise_row_errors(path, errors)
     ratings = np.array([float(r[3]) for r in kept], dtype=np.float64)
     paths = np.array([float(r[path_column]) if has_paths else -1.0 for r in kept])
     return questions, answers, ratings, paths

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.validation import raise_row_errors
+
 SIDE = 9
 CELLS = 81
 VOCAB_SIZE = 11
 TOKEN_NAMES = ["PAD", "blank", *[str(d) for d in range(1, 10)]]
 HEADER = ["source", "question", "answer", "rating"]
-MAX_REPORTED_ERRORS = 10
 
 
 @dataclass
@@ -101,14 +102,7 @@ def read_csv(path: str | Path) -> SudokuRows:
         (invalid, "answer is not a valid Sudoku solution"),
     ):
         errors += [f"line {line}: {message}" for line in kept_lines[mask]]
-    if errors:
-        errors.sort(key=lambda e: int(e.split(":")[0].split()[1]))
-        shown = "\n  ".join(errors[:MAX_REPORTED_ERRORS])
-        more = len(errors) - MAX_REPORTED_ERRORS
-        raise ValueError(
-            f"{path}: {len(errors)} malformed row(s):\n  {shown}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-        )
+    raise_row_errors(path, errors)
     try:
         ratings = np.array([float(r[3]) if r[3] else np.nan for r in kept], dtype=np.float64)
     except ValueError as err:

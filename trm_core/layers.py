@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trm_core.config import ModelConfig
+
 
 def trunc_normal_(tensor: torch.Tensor, std: float = 1.0, bound: float = 2.0) -> torch.Tensor:
     """Truncated normal at ±bound·σ whose *post-truncation* std equals `std` (JAX-style, §1.1)."""
@@ -127,24 +129,16 @@ class Block(nn.Module):
     transposed, i.e. the norm runs over the sequence axis separately for each channel.
     """
 
-    def __init__(
-        self,
-        hidden: int,
-        heads: int,
-        expansion: float,
-        multiple: int,
-        mixer: str,
-        seq_len: int,
-        eps: float,
-    ):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.mixer_kind = mixer
-        self.eps = eps
-        if mixer == "attention":
-            self.mixer = Attention(hidden, heads)
-        else:
-            self.mixer = SwiGLU(seq_len, expansion, multiple)
-        self.mlp = SwiGLU(hidden, expansion, multiple)
+        c = config
+        self.mixer_kind = c.mixer
+        self.eps = c.norm_eps
+        if c.mixer == "attention":
+            self.mixer = Attention(c.hidden, c.heads)
+        else:  # the token mixer's "hidden size" is the sequence length (§1.3)
+            self.mixer = SwiGLU(c.total_seq_len, c.expansion, c.swiglu_multiple)
+        self.mlp = SwiGLU(c.hidden, c.expansion, c.swiglu_multiple)
 
     def forward(self, h: torch.Tensor, rope: RotaryEmbedding | None) -> torch.Tensor:
         if self.mixer_kind == "attention":
@@ -159,21 +153,9 @@ class Block(nn.Module):
 class ReasoningNet(nn.Module):
     """A stack of blocks called as net(h, injection): add the inputs, then run the blocks."""
 
-    def __init__(
-        self,
-        layers: int,
-        hidden: int,
-        heads: int,
-        expansion: float,
-        multiple: int,
-        mixer: str,
-        seq_len: int,
-        eps: float,
-    ):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            Block(hidden, heads, expansion, multiple, mixer, seq_len, eps) for _ in range(layers)
-        )
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
 
     def forward(
         self, h: torch.Tensor, injection: torch.Tensor | None, rope: RotaryEmbedding | None

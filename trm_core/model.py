@@ -62,21 +62,9 @@ class RecursiveReasoningModel(nn.Module):
             else None
         )
 
-        def make_net() -> ReasoningNet:
-            return ReasoningNet(
-                c.layers,
-                c.hidden,
-                c.heads,
-                c.expansion,
-                c.swiglu_multiple,
-                c.mixer,
-                c.total_seq_len,
-                c.norm_eps,
-            )
-
-        self.z_net = make_net()
+        self.z_net = ReasoningNet(c)
         # `dual` adds a separate answer network; `single` reuses z_net for both updates.
-        self.y_net = make_net() if c.net == "dual" else None
+        self.y_net = ReasoningNet(c) if c.net == "dual" else None
 
         self.lm_head = CastedLinear(c.hidden, c.vocab_size)
         self.q_head = CastedLinear(c.hidden, 2, bias=True)

@@ -68,22 +68,14 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from datasets.dihedral import DIHEDRAL_INVERSE, DIHEDRAL_NAMES  # noqa: F401 (re-exported)
+
 CHARSET = "# SGo"
 PAD, WALL, OPEN, START, GOAL, PATH = 0, 1, 2, 3, 4, 5  # TRM tokens (TRM_SPEC §3.3)
 UNDRAWN = 0  # generator-internal: a cell whose state is not drawn yet
 VOCAB_SIZE = 6
 SATURATED = np.iinfo(np.int64).max  # num_shortest_paths ceiling
 CSV_COLUMNS = ("source", "question", "answer", "rating", "num_shortest_paths")
-DIHEDRAL_NAMES = (
-    "identity",
-    "rot90",
-    "rot180",
-    "rot270",
-    "flip_lr",
-    "flip_ud",
-    "transpose",
-    "anti_transpose",
-)
 
 _CODES = np.frombuffer(CHARSET.encode("ascii"), dtype=np.uint8)  # token t ↔ _CODES[t - 1]
 _TOKEN_OF_CODE = np.zeros(256, dtype=np.uint8)  # unknown characters → PAD (never valid)
@@ -397,7 +389,7 @@ def dihedral(grid: np.ndarray, k: int, flat: bool = False) -> np.ndarray:
 
 def inverse_dihedral(grid: np.ndarray, k: int, flat: bool = False) -> np.ndarray:
     """Undo `dihedral(·, k)`: rot90 and rot270 swap, the others are their own inverse."""
-    return dihedral(grid, {1: 3, 3: 1}.get(k, k), flat)
+    return dihedral(grid, int(DIHEDRAL_INVERSE[k]), flat)
 
 
 def _canonical_keys(tokens: np.ndarray, size: int) -> list[bytes]:
