@@ -351,6 +351,10 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
         error=f"{failed} trial(s) failed" if failed else None,
     )
     print_summary(suite, scale, rows)
+    if suite.kind == "grid":
+        from orchestration.report import report
+
+        print(report(suite.name, tracking_uri, run=parent, out=base / ".trm" / "reports"))
     return rows
 
 

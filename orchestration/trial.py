@@ -183,6 +183,7 @@ def _train(
         TrainConfig.from_dict(spec["train"]),
     )
     trainer = Trainer(model_cfg, train_cfg, device=spec["device"])
+    tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
     loader = TrainBatches(train, train_cfg.global_batch_size, seed=spec["seed"])
     if state is not None:
         trainer.load_state_dict(state["trainer"])
