@@ -2,6 +2,7 @@
 changes only the axes it declares); the validator rejects undeclared changes, unknown keys and
 unknown fields; the paper suite's arms reproduce Table 1's depth, NFP and parameter classes."""
 
+import math
 import textwrap
 
 import pytest
@@ -89,3 +90,36 @@ def test_malformed_arms_are_explained(tmp_path, arm, message):
     with pytest.raises(ValueError) as err:
         _suite(tmp_path, f"- {arm}\n")
     assert message in str(err.value)
+
+
+def test_paper_depth_suite_matches_table_3_except_the_misprinted_k1_row():
+    suite = load_suite("paper_depth")
+    for arm in suite.all_arms:
+        model, _ = suite.resolve(arm.name, SUDOKU, {}, {})
+        printed = arm.paper["depth"]
+        expected = printed - 1 if arm.name.endswith("k1_t1") else printed  # TRM_SPEC §5.3
+        assert model.depth == expected, arm.name
+
+
+def _smoke_scale() -> dict:
+    import yaml
+
+    from orchestration.suite import SUITE_DIR
+
+    return yaml.safe_load(
+        (SUITE_DIR.parent / "orchestration" / "conf" / "scale" / "smoke.yaml").read_text()
+    )
+
+
+@pytest.mark.parametrize("name", available_suites())
+def test_every_arm_of_every_suite_trains_one_step_at_smoke_scale(name):
+    from tests.conftest import random_batch
+    from trm_core import Trainer
+
+    suite, scale = load_suite(name), _smoke_scale()
+    shape = SUDOKU if suite.task == "sudoku" else dict(vocab_size=6, seq_len=16, num_puzzle_ids=1)
+    for arm in suite.all_arms:
+        model, train = suite.resolve(arm.name, shape, scale["model"], scale["train"])
+        trainer = Trainer(model, train, device="cpu")
+        metrics = trainer.train_step(random_batch(model, train.global_batch_size, seed=0))
+        assert math.isfinite(metrics["loss"]), (name, arm.name)
