@@ -154,11 +154,12 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
                     "budget": {k: scale[k] for k in ("steps", "eval_every", "eval_batch_size")},
                     "dataset": {
                         "id": dataset_id,
-                        **{k: storage[k] for k in ("cache",)},
+                        "cache": storage["cache"],
                         "store": storage["datasets"],
                     },
                     "tags": {
                         "trm.suite": suite.name,
+                        "trm.label": suite.arm(arm).label,  # as run, whatever the file says later
                         "trm.scale": scale["name"],
                         "trm.dataset_id": dataset_id,
                         "trm.git_commit": commit,
@@ -318,7 +319,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
             tune_config=tune.TuneConfig(
                 **search_config,
                 max_concurrent_trials=scale["max_concurrent_trials"],
-                reuse_actors=False,
+                reuse_actors=True,  # one worker process per slot: imports and setup paid once
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),

@@ -99,6 +99,7 @@ def collect(suite: Suite, tracking_uri: str, run: str = "latest") -> tuple[Any, 
             if child.data.tags.get("trm.arm") != arm.name:
                 continue
             params = child.data.params
+            row.label = child.data.tags.get("trm.label", row.label)
             if row.params is None and "model.hidden" in params:
                 config = ModelConfig.from_dict(
                     {k[6:]: _parse(v) for k, v in params.items() if k.startswith("model.")}

@@ -218,3 +218,34 @@ def test_search_suite_samples_the_declared_space_with_optuna(tmp_path):
     assert len(lrs) == 6 and all(1e-4 <= lr <= 3e-3 for lr in lrs)
     assert all(r.data.params["model.T"] in ("1", "2", "3") for r in children)
     assert len({r.data.tags["trm.trial"] for r in children}) == 6
+
+
+@pytest.mark.slow
+def test_search_state_survives_a_killed_driver(tmp_path):
+    command = ["suite=search_lr", "scale=smoke", "scale.steps=40", "scale.max_concurrent_trials=1"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.ablate", *command],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    results = tmp_path / ".trm" / "ray_results"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 5:
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
+        capture_output=True,
+        timeout=120,
+    )
+    result = ablate(tmp_path, *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stderr
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db", suite="search_lr")
+    assert len(children) == 6  # the searcher resumed at its sample count, no extra samples
+    assert len({r.data.params["train.lr"] for r in children}) == 6
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
+    assert parents[0].info.status == "FINISHED"
