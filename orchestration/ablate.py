@@ -305,6 +305,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
         param_space = {"trial": tune.grid_search(specs)}
     if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):
         print(f"resuming {execution} from {experiment_path}", file=sys.stderr)
+        tracker.mark_interrupted(experiment_id, parent)
         tuner = tune.Tuner.restore(
             experiment_path,
             trainable,

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
 PARENT_TAG = "mlflow.parentRunId"
+INTERRUPTED_TAG = "trm.interrupted"
 SECRET_PATTERN = re.compile(r"(secret|password|token|credential|access_key)", re.IGNORECASE)
 
 
@@ -96,6 +97,21 @@ class Tracker:
 
     def resume(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
+        if INTERRUPTED_TAG in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, INTERRUPTED_TAG)
+
+    def mark_interrupted(self, experiment_id: str, parent_run_id: str) -> int:
+        """After a driver crash: end the children still RUNNING as KILLED, tagged. Trials Tune
+        resumes flip back to RUNNING (see `resume`); the others were lost with the driver (a
+        search may re-sample their configuration as a new trial) and must not stay RUNNING."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self.client.set_tag(run.info.run_id, INTERRUPTED_TAG, "the suite's driver died")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(runs)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -245,7 +245,11 @@ def test_search_state_survives_a_killed_driver(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stderr
     _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db", suite="search_lr")
-    assert len(children) == 6  # the searcher resumed at its sample count, no extra samples
-    assert len({r.data.params["train.lr"] for r in children}) == 6
-    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)  # none RUNNING
+    # A trial in flight that Tune had not yet recorded is lost with the driver; its run is
+    # ended KILLED and tagged, and the resumed searcher samples that slot again.
+    completed = [r for r in children if "trm.interrupted" not in r.data.tags]
+    assert len(completed) == 6  # the searcher resumed at its sample count, no extra samples
+    assert len({r.data.params["train.lr"] for r in completed}) == 6
+    assert len(children) - len(completed) <= 1
     assert parents[0].info.status == "FINISHED"
