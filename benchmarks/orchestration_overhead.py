@@ -30,10 +30,10 @@ def direct_trial(spec: dict) -> float:
     from trm_core import ModelConfig, TrainConfig, Trainer
 
     torch.set_num_threads(spec["threads"])
-    task = task_spec(spec["task"])
     store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
     local = store.fetch(spec["dataset"]["id"])
     manifest = store.manifest(spec["dataset"]["id"])
+    task = task_spec(manifest["task"])
     train = read_split(local, "train", manifest, memory_map=True)
     test = read_split(local, "test", manifest, extras=task.extras)
     trainer = Trainer(ModelConfig.from_dict(spec["model"]), TrainConfig.from_dict(spec["train"]),
