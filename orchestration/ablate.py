@@ -39,7 +39,12 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from orchestration.suite import Suite, available_suites, load_suite  # noqa: E402
 from orchestration.tasks import task_shape, task_spec  # noqa: E402
-from orchestration.tracking import Tracker, default_tracking_uri, git_commit  # noqa: E402
+from orchestration.tracking import (  # noqa: E402
+    Tracker,
+    default_artifact_location,
+    default_tracking_uri,
+    git_commit,
+)
 from trm_core.config import ModelConfig, TrainConfig  # noqa: E402
 
 ALLOWED_GPU_FRACTIONS = (0.125, 0.25, 0.5)  # shares of one GPU must divide 1 (ray#5902)
@@ -244,7 +249,9 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
         execution = f"{execution}-{time.strftime('%Y%m%d-%H%M%S')}"
     tracking_uri = cfg["tracking"]["uri"] or default_tracking_uri(base)
     tracker = Tracker(tracking_uri)
-    experiment_id = tracker.experiment(f"trm-lab/{suite.name}")
+    experiment_id = tracker.experiment(
+        f"trm-lab/{suite.name}", default_artifact_location(base, tracking_uri)
+    )
     parent_tags = {"trm.execution": execution, "trm.role": "suite"}
     parent = tracker.find_run(experiment_id, parent_tags)
     if parent:

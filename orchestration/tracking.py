@@ -23,6 +23,13 @@ INTERRUPTED_TAG = "trm.interrupted"
 SECRET_PATTERN = re.compile(r"(secret|password|token|credential|access_key)", re.IGNORECASE)
 
 
+def default_artifact_location(base: Path, tracking_uri: str) -> str | None:
+    """Artifacts of the embedded sqlite store live under .trm/ too; a server stores its own."""
+    if tracking_uri.startswith("sqlite:"):
+        return (base / ".trm" / "mlartifacts").resolve().as_uri()
+    return None
+
+
 def default_tracking_uri(base: Path) -> str:
     (base / ".trm").mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(base / '.trm' / 'mlflow.db').resolve()}"
@@ -69,9 +76,13 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
 
-    def experiment(self, name: str) -> str:
+    def experiment(self, name: str, artifact_location: str | None = None) -> str:
+        """The experiment's id, created on first use (`artifact_location` for file stores:
+        otherwise MLflow puts artifacts in ./mlruns of whatever the working directory is)."""
         found = self.client.get_experiment_by_name(name)
-        return found.experiment_id if found else self.client.create_experiment(name)
+        if found:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=artifact_location)
 
     def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())

@@ -21,7 +21,7 @@ def store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri)
     suite = load_suite("smoke")
-    experiment = tracker.experiment("trm-lab/smoke")
+    experiment = tracker.experiment("trm-lab/smoke", (tmp_path / "artifacts").as_uri())
     parent = tracker.start_run(
         experiment, "smoke-exec", {"trm.role": "suite", "trm.scale": "smoke"}, params={"seeds": 3}
     )
