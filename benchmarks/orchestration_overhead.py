@@ -23,26 +23,25 @@ def direct_trial(spec: dict) -> float:
     """The trial's training and evaluation, without Ray or MLflow; returns exact accuracy."""
     import torch
 
-    from datasets.format import read_split
     from datasets.loader import TrainBatches, eval_batches
-    from datasets.store import DatasetStore
-    from orchestration.tasks import task_spec
+    from orchestration.tasks import open_trial_data  # no Ray import in the timed path
     from trm_core import ModelConfig, TrainConfig, Trainer
 
     torch.set_num_threads(spec["threads"])
-    store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
-    local = store.fetch(spec["dataset"]["id"])
-    manifest = store.manifest(spec["dataset"]["id"])
-    task = task_spec(manifest["task"])
-    train = read_split(local, "train", manifest, memory_map=True)
-    test = read_split(local, "test", manifest, extras=task.extras)
-    trainer = Trainer(ModelConfig.from_dict(spec["model"]), TrainConfig.from_dict(spec["train"]),
-                      device=spec["device"])
+    manifest, task, train, test = open_trial_data(spec)
+    trainer = Trainer(
+        ModelConfig.from_dict(spec["model"]),
+        TrainConfig.from_dict(spec["train"]),
+        device=spec["device"],
+    )
     budget = spec["budget"]
-    metrics = trainer.fit(TrainBatches(train, trainer.train_config.global_batch_size,
-                                       seed=spec["seed"]), budget["steps"],
-                          eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
-                          eval_every=budget["eval_every"], hooks=lambda: task.hooks(manifest))
+    metrics = trainer.fit(
+        TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"]),
+        budget["steps"],
+        eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
+        eval_every=budget["eval_every"],
+        hooks=lambda: task.hooks(manifest),
+    )
     return metrics["exact_accuracy"]
 
 
@@ -66,8 +65,12 @@ def main() -> None:
         specs = planned["specs"]
 
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "orchestration.ablate", *overrides],
-                                cwd=base, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestration.ablate", *overrides],
+            cwd=base,
+            capture_output=True,
+            text=True,
+        )
         through_ablate = time.perf_counter() - started
         if result.returncode != 0:
             sys.exit(f"ablate failed:\n{result.stderr[-3000:]}")

@@ -75,17 +75,16 @@ def _parent_run(tracker: Tracker, experiment_id: str, run: str) -> Any:
     return parents[0]
 
 
-def collect(suite: Suite, tracking_uri: str, run: str = "latest") -> tuple[Any, list[ArmRow], dict]:
+def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, list[ArmRow], dict]:
     """(parent run, one row per arm, {"histories": {arm: {seed: [(step, %)]}}, "finals": {arm:
     [final metrics of each finished seed]}})."""
     import torch
 
     from trm_core import ModelConfig, RecursiveReasoningModel, count_parameters
 
-    tracker = Tracker(tracking_uri)
     experiment = tracker.client.get_experiment_by_name(f"trm-lab/{suite.name}")
     if experiment is None:
-        raise ValueError(f"no MLflow experiment trm-lab/{suite.name} at {tracking_uri}")
+        raise ValueError(f"no MLflow experiment trm-lab/{suite.name} at {tracker.uri}")
     parent = _parent_run(tracker, experiment.experiment_id, run)
     children = tracker.client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
@@ -135,7 +134,7 @@ def _parse(value: str) -> Any:
     return value
 
 
-def table(suite: Suite, rows: list[ArmRow], scale_label: str) -> list[dict[str, str]]:
+def table(rows: list[ArmRow]) -> list[dict[str, str]]:
     baseline = rows[0].mean
     out = []
     for row in rows:
@@ -228,6 +227,18 @@ def to_latex(rows: list[dict[str, str]], caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish_figure(figure, axis, xlabel: str, metric: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(f"{metric} (%)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_histories(histories: dict, rows: list[ArmRow], path: Path, metric: str) -> None:
     import matplotlib
 
@@ -246,13 +257,7 @@ def plot_histories(histories: dict, rows: list[ArmRow], path: Path, metric: str)
         axis.plot(steps, mean, label=row.label)
         if len(seeds) > 1:
             axis.fill_between(steps, np.nanmin(grid, axis=0), np.nanmax(grid, axis=0), alpha=0.2)
-    axis.set_xlabel("training step")
-    axis.set_ylabel(f"{metric} (%)")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _finish_figure(figure, axis, "training step", metric, path)
 
 
 def plot_supervision_steps(
@@ -277,24 +282,19 @@ def plot_supervision_steps(
             for s in steps
         ]
         axis.plot(steps, means, marker="o", label=row.label)
-    axis.set_xlabel("supervision step")
-    axis.set_ylabel(f"{metric} (%)")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _finish_figure(figure, axis, "supervision step", metric, path)
 
 
 def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | None = None) -> str:
     """Write the report files, log them on the parent run, return the Markdown table."""
     suite = load_suite(suite_name)
-    parent, rows, series = collect(suite, tracking_uri, run)
+    tracker = Tracker(tracking_uri)
+    parent, rows, series = collect(suite, tracker, run)
     scale = parent.data.tags.get("trm.scale", "?")
     caption = f"{suite.title} — {suite.metric}, scale {scale}" + (
         "" if scale == "paper" else " (not comparable to the paper)"
     )
-    rendered = table(suite, rows, scale)
+    rendered = table(rows)
     out = Path(out or Path(".trm") / "reports") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -309,7 +309,6 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
     plot_supervision_steps(
         series["finals"], rows, out / "accuracy_vs_supervision_step.png", suite.metric
     )
-    tracker = Tracker(tracking_uri)
     for path in sorted(out.iterdir()):
         tracker.client.log_artifact(parent.info.run_id, str(path), "report")
     return files["table.md"]

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from datasets import arc, maze
+from datasets.format import read_manifest, read_split
+from datasets.store import DatasetStore
 from trm_core import EvalHook, GroupedExactAccuracy
 
 
@@ -60,3 +62,16 @@ def task_shape(manifest: dict[str, Any]) -> dict[str, int]:
         "seq_len": manifest["seq_len"],
         "num_puzzle_ids": max(1, manifest["num_puzzle_ids"]),
     }
+
+
+def open_trial_data(spec: dict[str, Any]):
+    """(manifest, task spec, train split memory-mapped, test split with the hooks' columns)
+    of a trial's verified dataset; the data's own task decides its scoring."""
+    local = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"]).fetch(
+        spec["dataset"]["id"]
+    )
+    manifest = read_manifest(local)  # verified by fetch: no second read from the store
+    task = task_spec(manifest["task"])
+    train = read_split(local, "train", manifest, memory_map=True)
+    test = read_split(local, "test", manifest, extras=task.extras)
+    return manifest, task, train, test

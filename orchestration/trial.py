@@ -18,10 +18,8 @@ import torch
 import yaml
 from ray import tune
 
-from datasets.format import read_split
 from datasets.loader import TrainBatches, eval_batches
-from datasets.store import DatasetStore
-from orchestration.tasks import task_spec
+from orchestration.tasks import open_trial_data
 from orchestration.tracking import Tracker
 from trm_core import ModelConfig, TrainConfig, Trainer, TrainerCallback
 
@@ -172,12 +170,7 @@ def _train(
     state: dict[str, Any] | None,
     progress: dict[str, int],
 ) -> None:
-    store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
-    local = store.fetch(spec["dataset"]["id"])
-    manifest = store.manifest(spec["dataset"]["id"])
-    task = task_spec(manifest["task"])  # the data decides its scoring (e.g. sudoku_mini levels)
-    train = read_split(local, "train", manifest, memory_map=True)
-    test = read_split(local, "test", manifest, extras=task.extras)
+    manifest, task, train, test = open_trial_data(spec)
     model_cfg, train_cfg = (
         ModelConfig.from_dict(spec["model"]),
         TrainConfig.from_dict(spec["train"]),
