@@ -262,10 +262,13 @@ def build_sudoku_mini(
     test: int,
     seed: int,
     blanks: list[int] | None = None,
+    box: list[int] | None = None,
 ) -> dict[str, Any]:
     levels = tuple(blanks or mini_sudoku.DEFAULT_BLANKS)
-    train_arrays, test_arrays = mini_sudoku.build(train, test, seed, levels)
-    progress("generated 9x9 puzzles")
+    box = tuple(box or mini_sudoku.DEFAULT_BOX)
+    side = box[0] * box[1]
+    train_arrays, test_arrays = mini_sudoku.build(train, test, seed, levels, box)
+    progress(f"generated {side}x{side} puzzles")
     splits = {
         name: split_summary(data, write_split(data, staging, name))
         for name, data in (("train", train_arrays), ("test", test_arrays))
@@ -274,11 +277,11 @@ def build_sudoku_mini(
     return _manifest(
         "sudoku_mini",
         1,
-        {"train": train, "test": test, "blanks": list(levels)},
+        {"train": train, "test": test, "blanks": list(levels), "box": list(box)},
         seed,
         [{"name": "generated", "sha256": ""}],
-        {"size": sudoku.VOCAB_SIZE, "pad_id": 0, "tokens": sudoku.TOKEN_NAMES},
-        sudoku.CELLS,
+        {"size": side + 2, "pad_id": 0, "tokens": mini_sudoku.token_names(side)},
+        side * side,
         1,
         splits,
     )
@@ -363,8 +366,18 @@ def main(argv: list[str] | None = None) -> None:
         help="maze: add the 7 other dihedral images of every training maze "
         "(the paper's text; the official command builds none)",
     )
-    parser.add_argument("--train", type=int, default=6000, help="tiny_sudoku: training puzzles")
-    parser.add_argument("--test", type=int, default=500, help="tiny_sudoku: test puzzles")
+    parser.add_argument(
+        "--train", type=int, default=6000, help="tiny_sudoku, sudoku_mini: training puzzles"
+    )
+    parser.add_argument(
+        "--test", type=int, default=500, help="tiny_sudoku, sudoku_mini: test puzzles"
+    )
+    parser.add_argument(
+        "--box", type=int, nargs=2, default=None, help="sudoku_mini: box rows and columns"
+    )
+    parser.add_argument(
+        "--blanks", type=int, nargs="+", default=None, help="sudoku_mini: blank levels"
+    )
     parser.add_argument("--concept-dir", help="arc1/arc2: folder of ConceptARC task JSONs")
     parser.add_argument(
         "--subset-limit",
@@ -400,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
             subset_limit=args.subset_limit,
         ),
         "tiny_sudoku": dict(train=args.train, test=args.test),
-        "sudoku_mini": dict(train=args.train, test=args.test),
+        "sudoku_mini": dict(train=args.train, test=args.test, blanks=args.blanks, box=args.box),
     }[args.task]
     try:
         ident = build(args.task, args.out, quiet=args.quiet, seed=args.seed, **arguments)

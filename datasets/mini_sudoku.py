@@ -1,14 +1,17 @@
-"""Mini Sudoku: 9×9 puzzles with a graded number of blanks, the `scale=mini` stand-in for
-Sudoku-Extreme (shared/docs/MINI_SCALE.md: a single difficulty is a cliff, a mix of 30/35/40/45
-blanks gives a graded score, so the baseline lands between 10 % and 90 % and arms can differ).
+"""Mini Sudoku: small puzzles with a graded number of blanks, the `scale=mini` stand-in for
+Sudoku-Extreme (shared/docs/MINI_SCALE.md: a single difficulty is a cliff, a mix of levels gives a
+graded score, so the baseline lands between 10 % and 90 % and arms can differ).
 
-Every puzzle has a unique solution without calling a solver per puzzle: each starts from a
-random *minimal* puzzle (unique, ≈ 55–60 blanks; datasets.generators.sudoku) and keeps the
-givens of a random subset of its blanks filled in, and a puzzle with more consistent givens than
-a unique one is unique too. Train and test come from independent seeded streams of random full
-grids. Tokens follow Sudoku-Extreme (vocab 11); an extra `blanks` column gives the level.
+Boxes of any shape: 3×3 (9×9 grids, default levels 30/35/40/45 blanks) or 2×3 (6×6 grids, what
+`scale=mini` uses so that all of Table 1 fits 15 minutes on two cores: 40 tokens instead of 81).
+Every puzzle has a unique solution without a solver call per level: each starts from a random
+*minimal* puzzle (datasets.generators.box_sudoku) and keeps the givens of a random subset of its
+blanks filled in; a puzzle with more consistent givens than a unique one is unique too. Train
+and test come from independent seeded streams of random full grids. Tokens follow
+Sudoku-Extreme (PAD 0, blank 1, digit d → d + 1); an extra `blanks` column gives the level.
 
     python -m datasets.build sudoku_mini --train 6000 --test 500 --seed 0
+    python -m datasets.build sudoku_mini --box 2 3 --blanks 14 17 20 23
 """
 
 from __future__ import annotations
@@ -17,16 +20,26 @@ import numpy as np
 
 from datasets import sudoku
 from datasets.arrays import PuzzleArrays
-from datasets.generators.sudoku import random_minimal_puzzles
+from datasets.generators import box_sudoku
+from datasets.generators import sudoku as sudoku_generator
 
+DEFAULT_BOX = (3, 3)
 DEFAULT_BLANKS = (30, 35, 40, 45)
 
 
+def token_names(side: int) -> list[str]:
+    return ["PAD", "blank", *[str(d) for d in range(1, side + 1)]]
+
+
 def make_puzzles(
-    count: int, blanks: tuple[int, ...], seed: int, stream: int
+    count: int, blanks: tuple[int, ...], seed: int, stream: int, box: tuple[int, int] = DEFAULT_BOX
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(questions with 0 = blank, solutions, blank counts), levels balanced and shuffled."""
-    minimal, solutions = random_minimal_puzzles(count, seed * 1_000 + stream)
+    stream_seed = seed * 1_000 + stream
+    if box == (3, 3):  # the 9x9 generator propagates constraints: ~25x faster at this size
+        minimal, solutions = sudoku_generator.random_minimal_puzzles(count, stream_seed)
+    else:
+        minimal, solutions = box_sudoku.random_minimal_puzzles(count, *box, seed=stream_seed)
     rng = np.random.default_rng([seed, stream])
     levels = np.resize(np.asarray(blanks), count)
     rng.shuffle(levels)
@@ -44,19 +57,27 @@ def make_puzzles(
 
 
 def build(
-    train: int, test: int, seed: int, blanks: tuple[int, ...] = DEFAULT_BLANKS
+    train: int,
+    test: int,
+    seed: int,
+    blanks: tuple[int, ...] = DEFAULT_BLANKS,
+    box: tuple[int, int] = DEFAULT_BOX,
 ) -> tuple[PuzzleArrays, PuzzleArrays]:
-    if min(blanks) < 1 or max(blanks) > 64:
-        raise ValueError(f"blanks={blanks} must lie in [1, 64]")
+    box = tuple(box)
+    if box not in ((2, 2), (2, 3), (3, 3)):
+        raise ValueError(f"box={list(box)}: choose [2, 2] (4x4), [2, 3] (6x6) or [3, 3] (9x9)")
+    side = box[0] * box[1]
+    if min(blanks) < 1 or max(blanks) >= side * side:
+        raise ValueError(f"blanks={blanks} must lie in [1, {side * side - 1}] for {side}x{side}")
 
     def arrays(count: int, stream: int) -> PuzzleArrays:
-        questions, solutions, levels = make_puzzles(count, tuple(blanks), seed, stream)
+        questions, solutions, levels = make_puzzles(count, tuple(blanks), seed, stream, box)
         inputs, labels = sudoku.to_tokens(questions, solutions)
         return PuzzleArrays.one_example_per_puzzle(
             inputs,
             labels,
             np.ones(count, dtype=np.int64),
-            sudoku.VOCAB_SIZE,
+            side + 2,
             extras={"blanks": levels.astype(np.int64)},
         )
 

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from datasets.format import MANIFEST, canonical_json, dataset_id, read_manifest, sha256_file
 
 DEFAULT_CACHE = Path(".trm") / "cache" / "datasets"
+REQUESTS = "requests"  # build request digest → dataset id, beside the datasets
 
 
 class DatasetIntegrityError(ValueError):
@@ -170,7 +171,21 @@ class DatasetStore:
         self.backend.upload(built / MANIFEST, f"{ident}/{MANIFEST}")
         return ident
 
+    def remember(self, request: str, ident: str) -> None:
+        """Record that build request `request` (a digest of task and arguments) gave `ident`,
+        in the store itself, so a fresh machine or cluster finds it instead of rebuilding."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "request.json"
+            path.write_text(json.dumps({"id": ident}))
+            self.backend.upload(path, f"{REQUESTS}/{request}.json")
+
     # ---- read -----------------------------------------------------------------------------
+    def recall(self, request: str) -> str | None:
+        """The dataset a build request gave, if it is still in the store."""
+        raw = self.backend.read_bytes(f"{REQUESTS}/{request}.json")
+        ident = json.loads(raw)["id"] if raw is not None else None
+        return ident if ident is not None and self.exists(ident) else None
+
     def exists(self, ident: str) -> bool:
         return self.backend.read_bytes(f"{ident}/{MANIFEST}") is not None
 

@@ -136,3 +136,35 @@ def test_memory_mapped_split_equals_the_in_memory_one(tmp_path):
     assert (mapped.extras["givens"] == plain.extras["givens"]).all()
     with pytest.raises(ValueError, match=r"columns \['rating'\] not in split 'train'"):
         read_split(local, "train", extras=("rating",))
+
+
+def test_ensure_dataset_builds_once_per_store_even_from_a_fresh_working_directory(bucket, tmp_path):
+    """A retried RayJob runs on a fresh cluster: the store, not the working directory,
+    remembers which dataset a build request gave."""
+    from orchestration.ablate import ensure_dataset
+
+    uri = f"s3://{bucket}/datasets"
+    arguments = {"seed": 0, "train": 200, "test": 40}
+    ident, manifest = ensure_dataset("tiny_sudoku", arguments, uri, tmp_path / "first")
+    assert manifest["task"] == "tiny_sudoku" and DatasetStore(uri).list() == [ident]
+    # a second machine: nothing local; the request is found in the store, nothing rebuilt
+    import datasets.build
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("rebuilt a dataset the store already holds")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.build, "build", no_rebuild)
+        again, _ = ensure_dataset("tiny_sudoku", arguments, uri, tmp_path / "second")
+    assert again == ident
+    # a different request builds a different dataset
+    other, _ = ensure_dataset("tiny_sudoku", {**arguments, "seed": 1}, uri, tmp_path / "third")
+    assert other != ident and sorted(DatasetStore(uri).list()) == sorted([ident, other])
+
+
+def test_a_remembered_request_whose_dataset_is_gone_is_rebuilt(tmp_path):
+    store = DatasetStore(tmp_path / "store")
+    store.remember("request-digest", "0" * 32)
+    assert store.recall("request-digest") is None  # no such dataset: rebuild, never trust
+    assert store.recall("never-seen") is None
+    assert store.list() == []  # requests are not datasets
