@@ -9,6 +9,7 @@ Values that look like credentials are never logged.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -36,6 +37,8 @@ def default_tracking_uri(base: Path) -> str:
 
 
 def git_commit(directory: Path) -> str:
+    """The checkout's commit (suffixed -dirty with local changes); outside a checkout (the
+    image has no .git) TRM_GIT_COMMIT, set when the image is built; otherwise "unknown"."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -54,7 +57,7 @@ def git_commit(directory: Path) -> str:
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("TRM_GIT_COMMIT", "unknown")
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:

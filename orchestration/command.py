@@ -1,0 +1,192 @@
+"""Check an `orchestration.ablate` command line without running anything.
+
+    python -m orchestration.command "python -m orchestration.ablate suite=paper scale=paper \\
+        storage=s3 tracking=server cluster=address"
+
+Used before a command is handed to a cluster (a RayJob's entrypoint, `ray job submit`), where a
+typo would otherwise surface only after the cluster has started. The check parses the line
+with shlex, composes the project's Hydra config with its overrides under a given environment
+(the variables the cluster sets), resolves every interpolation, and validates the suite: the
+arms asked for exist, every arm resolves to valid model/train configs and changes only the
+axes it declares, the GPU share is allowed and the scale has data settings for the suite's task.
+
+What it cannot check without building the dataset: the exact number of puzzle ids (ARC's
+puzzle-embedding table is sized by the data); it validates with the task's fixed token layout
+and one puzzle id, which changes no ablation axis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+MODULE = "orchestration.ablate"
+ENV_REFERENCE = re.compile(r"oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class CommandError(ValueError):
+    """The command would not run the suite it names (reported before anything starts)."""
+
+
+@dataclass(frozen=True)
+class CheckedCommand:
+    overrides: tuple[str, ...]
+    config: dict[str, Any]  # composed and resolved, as ablate's main() sees it
+    suite: str
+    kind: str  # grid | search
+    task: str
+    arms: tuple[str, ...]
+    seeds: int
+    trials: int  # arms x seeds for a grid; the search's samples for a search
+
+
+def parse(command: str) -> tuple[str, ...]:
+    """The Hydra overrides of `python -m orchestration.ablate OVERRIDES...`."""
+    try:
+        words = shlex.split(command)
+    except ValueError as err:
+        raise CommandError(f"cannot split {command!r}: {err}") from None
+    if (
+        len(words) < 3
+        or Path(words[0]).name not in ("python", "python3")
+        or words[1:3]
+        != [
+            "-m",
+            MODULE,
+        ]
+    ):
+        raise CommandError(f"expected `python -m {MODULE} key=value ...`, got {command!r}")
+    overrides = tuple(words[3:])
+    options = [w for w in overrides if w.startswith("-")]
+    if options:  # --cfg, --help, -m (multirun) ... print or sweep instead of running the suite
+        raise CommandError(f"options {options} would not run a suite; give key=value overrides")
+    bad = [w for w in overrides if "=" not in w]
+    if bad:
+        raise CommandError(f"overrides must be key=value, got {bad}")
+    return overrides
+
+
+def environment_names() -> set[str]:
+    """Environment variables the project's config reads (`${oc.env:NAME...}`)."""
+    names: set[str] = set()
+    for path in CONF_DIR.rglob("*.yaml"):
+        names.update(ENV_REFERENCE.findall(path.read_text()))
+    return names
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str], clear: set[str]) -> Iterator[None]:
+    """Exactly `values` for the names in `clear` (others removed), restored afterwards."""
+    values = dict(values)  # a copy: `values` may be os.environ itself
+    names = set(values) | clear
+    saved = {name: os.environ.get(name) for name in names}
+    for name in clear:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def compose(overrides: tuple[str, ...] | list[str], env: Mapping[str, str]) -> dict[str, Any]:
+    """The resolved config of `ablate` with these overrides, reading only `env` for the
+    variables the config refers to (not whatever the calling process happens to have)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import orchestration.ablate  # noqa: F401  (registers field_overrides and resolvers)
+
+    try:
+        with (
+            _environment(env, environment_names()),
+            initialize_config_dir(str(CONF_DIR), version_base=None),
+        ):
+            cfg = hydra_compose("config", overrides=list(overrides))
+            return OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # hydra and omegaconf raise several types; all mean "bad command"
+        raise CommandError(f"{type(err).__name__}: {err}") from None
+
+
+def task_shape_without_data(task: str) -> dict[str, int]:
+    """The ModelConfig fields a task's data fixes, from its token layout (no build needed)."""
+    from datasets import arc, maze, sudoku, tiny_sudoku
+
+    layouts = {
+        "sudoku": (sudoku.VOCAB_SIZE, sudoku.CELLS),
+        "sudoku_mini": (sudoku.VOCAB_SIZE, sudoku.CELLS),
+        "tiny_sudoku": (tiny_sudoku.VOCAB_SIZE, tiny_sudoku.CELLS),
+        "maze": (maze.VOCAB_SIZE, 30 * 30),  # 30×30 grids, row-major
+        "arc1": (arc.VOCAB_SIZE, arc.SEQ_LEN),
+        "arc2": (arc.VOCAB_SIZE, arc.SEQ_LEN),
+    }
+    if task not in layouts:
+        raise CommandError(f"no token layout known for task {task!r}; known: {sorted(layouts)}")
+    vocab_size, seq_len = layouts[task]
+    return {"vocab_size": vocab_size, "seq_len": seq_len, "num_puzzle_ids": 1}
+
+
+def check(command: str, env: Mapping[str, str] | None = None) -> CheckedCommand:
+    """Parse, compose and validate an ablate command as it would run under `env`: the same
+    checks as `ablate.plan`, with the task's token layout standing in for its dataset."""
+    from orchestration.ablate import read_request
+
+    overrides = parse(command)
+    cfg = compose(overrides, env or {})
+    try:
+        request = read_request(cfg)
+        request.validate(task_shape_without_data(request.suite.task))
+    except CommandError:
+        raise
+    except ValueError as err:  # unknown suite or arm, GPU share, data settings, field values
+        raise CommandError(str(err)) from None
+    suite = request.suite
+    trials = (
+        suite.search["num_samples"] if suite.kind == "search" else len(request.arms) * request.seeds
+    )
+    return CheckedCommand(
+        overrides, cfg, suite.name, suite.kind, suite.task, request.arms, request.seeds, trials
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    try:
+        checked = check(args[0], os.environ)
+    except CommandError as err:
+        print(f"command: error: {err}", file=sys.stderr)
+        return 2
+    cfg, scale = checked.config, checked.config["scale"]
+    if checked.kind == "search":
+        trials = f"{checked.trials} search trials around {checked.arms[0]}"
+    else:
+        trials = f"{len(checked.arms)} arm(s) x {checked.seeds} seed(s) = {checked.trials} trials"
+    print(
+        f"ok: suite {checked.suite} (task {checked.task}), scale {scale['name']}, {trials}, "
+        f"{scale['gpus_per_trial'] or 0} GPU per trial\n"
+        f"    datasets {cfg['storage']['datasets'] or '.trm/datasets'}, "
+        f"results {cfg['storage']['results'] or '.trm/ray_results'}, "
+        f"tracking {cfg['tracking']['uri'] or 'sqlite (.trm/mlflow.db)'}, "
+        f"ray {cfg['cluster']['address'] or 'local'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

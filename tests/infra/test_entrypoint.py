@@ -1,0 +1,130 @@
+"""The RayJob's entrypoint is a valid `orchestration.ablate` command under the project's own
+Hydra config, run in the environment the manifests give the Ray head (ConfigMaps resolved,
+Secrets as placeholders), and it points at the services the same manifests deploy."""
+
+from urllib.parse import urlparse
+
+import pytest
+
+from orchestration.command import CommandError, check, parse
+from tests.infra.manifests import container_env, one, render
+
+JOBS = {"gpu": "paper", "cpu-mini": "mini"}  # overlay → the scale it runs
+
+
+def _head(docs):
+    spec = one(docs, "RayJob")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    return container
+
+
+def _worker(docs):
+    (group,) = one(docs, "RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    (container,) = group["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("overlay, scale", JOBS.items())
+def test_entrypoint_is_a_valid_suite_command_in_the_head_environment(overlay, scale):
+    docs = render(overlay)
+    entrypoint = one(docs, "RayJob")["spec"]["entrypoint"]
+    checked = check(entrypoint, container_env(_head(docs), docs))
+    assert checked.overrides[:1] == ("suite=paper",)
+    cfg = checked.config
+    # Table 1: 9 arms x the scale's seeds (paper: the suite's 3; mini: 2)
+    assert checked.suite == "paper" and checked.seeds == (cfg["scale"]["seeds"] or 3)
+    assert checked.trials == 9 * checked.seeds
+    assert cfg["scale"]["name"] == scale
+    assert cfg["resume"] is True  # a retried RayJob continues from S3 instead of restarting
+    assert cfg["cluster"]["address"], "must join the job's Ray cluster, not start a local one"
+    for key in ("datasets", "results"):
+        assert cfg["storage"][key].startswith("s3://"), cfg["storage"]
+    # the tracking URI names the MLflow Service these manifests deploy, on its port
+    uri = urlparse(cfg["tracking"]["uri"])
+    service = one(docs, "Service", "mlflow")
+    assert uri.scheme == "http" and uri.hostname == service["metadata"]["name"]
+    assert uri.port == service["spec"]["ports"][0]["port"]
+
+
+@pytest.mark.parametrize("overlay, scale", JOBS.items())
+def test_workers_fit_one_trial_of_the_scale(overlay, scale):
+    docs = render(overlay)
+    cfg = check(one(docs, "RayJob")["spec"]["entrypoint"], container_env(_head(docs), docs)).config
+    limits = _worker(docs)["resources"]["limits"]
+    assert float(limits["cpu"]) >= cfg["scale"]["cpus_per_trial"]
+    gpus = float(limits.get("nvidia.com/gpu", 0))
+    assert gpus >= (cfg["scale"]["gpus_per_trial"] or 0)
+    if not gpus:  # a GPU share on a CPU-only cluster leaves trials PENDING forever (STACK.md)
+        assert not cfg["scale"]["gpus_per_trial"]
+
+
+def test_entrypoint_without_the_settings_is_refused():
+    docs = render("gpu")
+    entrypoint = one(docs, "RayJob")["spec"]["entrypoint"]
+    with pytest.raises(CommandError, match="TRM_DATASET_STORE"):
+        check(entrypoint, {})
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("python -m orchestration.ablat suite=paper", "expected `python -m orchestration.ablate"),
+        ("ray job submit -- python -m orchestration.ablate", "expected `python -m"),
+        ("python -m orchestration.ablate suite=paper --cfg job", "would not run a suite"),
+        ("python -m orchestration.ablate suite paper", "must be key=value"),
+        ("python -m orchestration.ablate 'suite=paper", "cannot split"),
+    ],
+)
+def test_malformed_command_lines_are_refused(command, message):
+    with pytest.raises(CommandError) as err:
+        parse(command)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ("suite=nope", "unknown suite 'nope'"),
+        ("suite=paper scale=huge", "Could not find 'scale/huge'"),
+        ("suite=paper arms=[trm,bogus]", "has no arm 'bogus'"),
+        ("suite=paper model.wings=2", "Could not override 'model.wings'"),
+        ("suite=paper model.n=0", "model.n=0 is not allowed"),
+        ("suite=paper scale.gpus_per_trial=0.3", "must be a whole number or one of"),
+    ],
+)
+def test_bad_suites_fields_and_resources_are_refused(overrides, message):
+    with pytest.raises(CommandError) as err:
+        check(f"python -m orchestration.ablate {overrides}", {})
+    assert message in str(err.value)
+
+
+def test_a_good_local_command_passes_with_an_absolute_python():
+    checked = check("/opt/venv/bin/python -m orchestration.ablate suite=smoke arms=[trm] seeds=2")
+    assert checked.arms == ("trm",) and checked.trials == 2
+    assert checked.config["storage"]["datasets"] is None  # the embedded default
+
+
+def test_the_callers_environment_does_not_leak_into_the_check(monkeypatch):
+    monkeypatch.setenv("TRM_DATASET_STORE", "s3://somewhere/datasets")
+    with pytest.raises(CommandError, match="TRM_DATASET_STORE"):
+        check("python -m orchestration.ablate suite=paper storage=s3", {})
+    assert __import__("os").environ["TRM_DATASET_STORE"] == "s3://somewhere/datasets"
+
+
+def test_the_command_line_tool_summarises_or_explains(monkeypatch, capsys):
+    from orchestration.command import main
+
+    for name, value in {
+        "TRM_DATASET_STORE": "s3://b/datasets",
+        "TRM_RESULTS_URI": "s3://b/ray_results",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "RAY_ADDRESS": "10.0.0.2:6379",
+    }.items():
+        monkeypatch.setenv(name, value)
+    command = "python -m orchestration.ablate suite=paper scale=paper storage=s3 tracking=server"
+    assert main([f"{command} cluster=address"]) == 0
+    out = capsys.readouterr().out
+    assert "9 arm(s) x 3 seed(s) = 27 trials, 1 GPU per trial" in out
+    assert "results s3://b/ray_results" in out and "ray 10.0.0.2:6379" in out
+    assert main([f"{command} arms=[nope]"]) == 2
+    assert "has no arm 'nope'" in capsys.readouterr().err
