@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m orchestration.ablate suite=smoke scale=mini
+	$(PY) -m orchestration.ablate suite=paper scale=mini
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

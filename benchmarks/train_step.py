@@ -90,7 +90,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model_cfg = ModelConfig.from_preset(
-        args.preset, **TASK_SHAPES[args.task], **parse_overrides(args.set)
+        args.preset, **{**TASK_SHAPES[args.task], **parse_overrides(args.set)}
     )
     trainer = Trainer(
         model_cfg,

@@ -46,6 +46,7 @@ from orchestration.tracking import (  # noqa: E402
     git_commit,
 )
 from trm_core.config import ModelConfig, TrainConfig  # noqa: E402
+from trm_core.flops import supervision_step_flops  # noqa: E402
 
 ALLOWED_GPU_FRACTIONS = (0.125, 0.25, 0.5)  # shares of one GPU must divide 1 (ray#5902)
 
@@ -74,23 +75,20 @@ def _absolute(path: str | None, default: Path) -> str:
 
 
 def ensure_dataset(task: str, arguments: dict[str, Any], store_uri: str, base: Path):
-    """Build the suite's dataset once (content-addressed; a local index skips rebuilds)."""
+    """Build the suite's dataset once per store (content-addressed): the store remembers which
+    dataset each build request gave, so a retry on a fresh cluster reuses it."""
     from datasets.build import build
     from datasets.store import DatasetStore
 
-    index_path = base / ".trm" / "dataset_index.json"
-    key = hashlib.sha256(json.dumps([task, store_uri, arguments], sort_keys=True).encode())
-    key = key.hexdigest()[:16]
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    request = hashlib.sha256(json.dumps([task, arguments], sort_keys=True).encode())
+    request = request.hexdigest()[:24]
     store = DatasetStore(store_uri, cache_dir=base / ".trm" / "cache" / "datasets")
-    ident = index.get(key)
-    if ident is None or not store.exists(ident):
+    ident = store.recall(request)
+    if ident is None:
         arguments = dict(arguments)
         builder = arguments.pop("builder", None) or task_spec(task).builder
         ident = build(builder, store_uri, **arguments)
-        index[key] = ident
-        index_path.parent.mkdir(parents=True, exist_ok=True)
-        index_path.write_text(json.dumps(index, indent=1, sort_keys=True))
+        store.remember(request, ident)
     return ident, store.manifest(ident)
 
 
@@ -100,18 +98,40 @@ def _axis_tags(model: ModelConfig, train: TrainConfig) -> dict[str, str]:
     return tags
 
 
-def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Validate everything and resolve the suite into plain trial specs (nothing launched)."""
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What a command asks for, checked without data: the suite, its arms and seeds, the
+    scale, the data settings for the suite's task and the command line's field overrides."""
+
+    suite: Suite
+    scale: dict[str, Any]
+    arms: tuple[str, ...]
+    seeds: int
+    data_arguments: dict[str, Any]
+    cli_model: dict[str, Any]
+    cli_train: dict[str, Any]
+
+    def validate(self, shape: dict[str, int]) -> None:
+        """Every arm resolves to valid configs and changes only the axes it declares."""
+        scale = self.scale
+        self.suite.validate(shape, scale["model"], scale["train"])
+        for arm in self.arms:
+            self.suite.resolve(
+                arm, shape, scale["model"], scale["train"], self.cli_model, self.cli_train
+            )
+
+
+def read_request(cfg: dict[str, Any]) -> Request:
+    """The composed config's request, or a SuiteError/ValueError naming what is wrong."""
     suite: Suite = load_suite(cfg["suite"])
     scale = cfg["scale"]
     # A search explores around the baseline; a grid runs every arm.
     default_arms = (
         [suite.baseline.name] if suite.kind == "search" else [a.name for a in suite.all_arms]
     )
-    arms = cfg.get("arms") or default_arms
+    arms = tuple(cfg.get("arms") or default_arms)
     for name in arms:
         suite.arm(name)  # unknown arm → error listing the suite's arms
-    seeds = cfg.get("seeds") or suite.seeds
     gpus = scale["gpus_per_trial"] or 0
     if gpus and not (gpus >= 1 and float(gpus).is_integer()) and gpus not in ALLOWED_GPU_FRACTIONS:
         raise SuiteError(
@@ -124,18 +144,32 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
             f"scale {scale['name']!r} has no data settings for task {suite.task!r}; "
             f"add scale.data.{suite.task} (it has {sorted(scale.get('data') or {})})"
         )
-    cli_model = {k: v for k, v in (cfg.get("model") or {}).items() if v is not None}
-    cli_train = {k: v for k, v in (cfg.get("train") or {}).items() if v is not None}
+    return Request(
+        suite=suite,
+        scale=scale,
+        arms=arms,
+        seeds=int(cfg.get("seeds") or scale.get("seeds") or suite.seeds),
+        data_arguments={"seed": 0, **data_arguments},
+        cli_model={k: v for k, v in (cfg.get("model") or {}).items() if v is not None},
+        cli_train={k: v for k, v in (cfg.get("train") or {}).items() if v is not None},
+    )
+
+
+def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Validate everything and resolve the suite into plain trial specs (nothing launched)."""
+    request = read_request(cfg)
+    suite, scale, arms, seeds = request.suite, request.scale, request.arms, request.seeds
+    cli_model, cli_train = request.cli_model, request.cli_train
     storage = {
         "datasets": _absolute(cfg["storage"]["datasets"], base / ".trm" / "datasets"),
         "results": _absolute(cfg["storage"]["results"], base / ".trm" / "ray_results"),
         "cache": str((base / ".trm" / "cache" / "datasets").resolve()),
     }
     dataset_id, manifest = ensure_dataset(
-        suite.task, {"seed": 0, **data_arguments}, storage["datasets"], base
+        suite.task, request.data_arguments, storage["datasets"], base
     )
     shape = task_shape(manifest)
-    suite.validate(shape, scale["model"], scale["train"])
+    request.validate(shape)
     commit = git_commit(base)
     specs = []
     for arm in arms:
@@ -173,6 +207,9 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
                     "inject_failure": (cfg.get("inject_failure") or {}).get(arm),
                 }
             )
+    # Longest trials first (by model FLOPs per step): with fewer slots than trials the suite
+    # then ends close to total work / slots instead of waiting on one slow arm started last.
+    specs.sort(key=lambda s: -supervision_step_flops(ModelConfig(**s["model"]), training=True))
     digest = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:10]
     return {
         "suite": suite,
@@ -270,7 +307,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
             params={
                 "suite": suite.name,
                 "scale": scale,
-                "arms": [s["arm"] for s in specs[::1]],
+                "arms": list(dict.fromkeys(s["arm"] for s in specs)),
                 "seeds": max(s["seed"] for s in specs) + 1,
             },
         )

@@ -3,8 +3,9 @@
     python -m orchestration.report suite=paper [run=latest|PARENT_RUN_ID] [tracking_uri=URI]
                                    [out=.trm/reports]
 
-Per arm: paper | ours mean ± 95 % CI over seeds (n) | Δ vs paper | Δ vs the baseline arm |
-params | depth | compute hours. Missing and failed trials are shown as such, never dropped.
+Per arm: paper | ours mean ± 95 % CI over seeds (n) | Δ vs paper (n/c below the paper's scale)
+| Δ vs the baseline arm | token accuracy (mean) | params | depth | compute hours. Missing and
+failed trials are shown as such, never dropped.
 Writes Markdown, HTML, CSV and LaTeX plus plots (accuracy against training step per arm with
 seed bands; accuracy against supervision step), logs them on the suite's parent run, and prints
 the Markdown table. Intervals use Student's t with n − 1 degrees of freedom.
@@ -34,6 +35,7 @@ class ArmRow:
     label: str
     paper: float | None
     values: list[float] = field(default_factory=list)  # one per finished seed, in %
+    token_values: list[float] = field(default_factory=list)  # token accuracy, same seeds
     seeds_expected: int = 0
     failed: int = 0
     params: int | None = None
@@ -110,6 +112,8 @@ def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, l
             row.compute_hours += child.data.metrics.get("wall_time_s", 0.0) / 3600
             if child.info.status == "FINISHED" and metric in child.data.metrics:
                 row.values.append(child.data.metrics[metric] * PERCENT)
+                if "eval/token_accuracy" in child.data.metrics:
+                    row.token_values.append(child.data.metrics["eval/token_accuracy"] * PERCENT)
                 finals.setdefault(arm.name, []).append(child.data.metrics)
                 history = tracker.client.get_metric_history(child.info.run_id, metric)
                 histories.setdefault(arm.name, {})[child.data.tags.get("trm.seed")] = [
@@ -134,7 +138,9 @@ def _parse(value: str) -> Any:
     return value
 
 
-def table(rows: list[ArmRow]) -> list[dict[str, str]]:
+def table(rows: list[ArmRow], comparable: bool = True) -> list[dict[str, str]]:
+    """The rendered rows. `comparable=False` (a scale other than the paper's) prints Δ paper
+    as n/c: a shrunk model on a shrunk task says nothing about the paper's number."""
     baseline = rows[0].mean
     out = []
     for row in rows:
@@ -159,12 +165,22 @@ def table(rows: list[ArmRow]) -> list[dict[str, str]]:
                 "paper": "—" if row.paper is None else f"{row.paper:.1f}",
                 "ours": ours + (f" [{', '.join(notes)}]" if notes else ""),
                 "Δ paper": (
-                    "—" if row.mean is None or row.paper is None else f"{row.mean - row.paper:+.1f}"
+                    "—"
+                    if row.mean is None or row.paper is None
+                    else f"{row.mean - row.paper:+.1f}"
+                    if comparable
+                    else "n/c"
                 ),
                 "Δ baseline": (
                     "—"
                     if row.mean is None or baseline is None or row is rows[0]
                     else f"{row.mean - baseline:+.1f}"
+                ),
+                # tells arms apart where exact accuracy is 0 for all (MINI_SCALE.md)
+                "token acc": (
+                    f"{sum(row.token_values) / len(row.token_values):.1f}"
+                    if row.token_values
+                    else "—"
                 ),
                 "params": "—" if row.params is None else f"{row.params / 1e6:.2f}M",
                 "depth": "—" if row.depth is None else str(row.depth),
@@ -294,7 +310,7 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
     caption = f"{suite.title} — {suite.metric}, scale {scale}" + (
         "" if scale == "paper" else " (not comparable to the paper)"
     )
-    rendered = table(rows)
+    rendered = table(rows, comparable=scale == "paper")
     out = Path(out or Path(".trm") / "reports") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
     files = {

@@ -75,6 +75,31 @@ def test_bad_plans_are_refused_before_anything_runs(tmp_path, overrides, message
     assert not (tmp_path / ".trm" / "ray_results").exists()
 
 
+def test_plan_orders_trials_longest_first_and_takes_seeds_from_the_scale(tmp_path):
+    from orchestration.ablate import plan
+    from trm_core import ModelConfig
+    from trm_core.flops import supervision_step_flops
+
+    planned = plan(compose("suite=paper", "scale=mini", "scale.seeds=2"), tmp_path)
+    specs = planned["specs"]
+    assert len(specs) == 9 * 2  # every Table 1 arm, the scale's seed count
+    flops = [supervision_step_flops(ModelConfig(**s["model"]), training=True) for s in specs]
+    assert flops == sorted(flops, reverse=True)
+    assert {s["arm"] for s in specs[-2:]} == {"t2_n2"}  # the cheapest arm runs last
+    assert planned["scale"]["seeds"] == 2
+    assert len(plan(compose("suite=paper", "scale=mini", "seeds=1"), tmp_path)["specs"]) == 9
+
+
+def test_runs_outside_a_checkout_are_tagged_with_the_image_commit(tmp_path, monkeypatch):
+    from orchestration.tracking import git_commit
+
+    monkeypatch.delenv("TRM_GIT_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown"
+    monkeypatch.setenv("TRM_GIT_COMMIT", "abc123")
+    assert git_commit(tmp_path) == "abc123"
+    assert git_commit(Path(__file__).parent) not in ("unknown", "abc123")  # the checkout wins
+
+
 def test_unknown_field_is_refused_by_the_command_line(tmp_path):
     from hydra.errors import ConfigCompositionException
 

@@ -48,6 +48,7 @@ def store(tmp_path):
                     run,
                     {
                         "eval/exact_accuracy": fraction,
+                        "eval/token_accuracy": 0.9 + fraction / 10,
                         "eval/exact_accuracy/step=1": fraction / 2,
                         "eval/exact_accuracy/step=2": fraction,
                         "wall_time_s": 360.0,
@@ -75,8 +76,9 @@ def test_table_numbers_match_hand_computation(store):
     assert one[1] == f"42.5 ± {12.7062 * math.sqrt(12.5) / math.sqrt(2):.1f} (n=2) [1 failed]"
     assert one[3] == "-17.5"  # Δ vs the baseline
     assert trm[2] == "—" and trm[3] == "—"  # the smoke suite has no paper numbers
-    assert trm[6] == f"{3 * 360 / 3600:.2f} CPU-h"
-    assert trm[4].endswith("M") and trm[5] == str(2 * 3 * 2)  # depth T(n+1)·layers
+    assert trm[4] == "96.0" and one[4] == f"{90 + 4.25:.1f}"  # token accuracy, mean of seeds
+    assert trm[7] == f"{3 * 360 / 3600:.2f} CPU-h"
+    assert trm[5].endswith("M") and trm[6] == str(2 * 3 * 2)  # depth T(n+1)·layers
     client = MlflowClient(uri)
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {
@@ -87,6 +89,15 @@ def test_table_numbers_match_hand_computation(store):
         "report/accuracy_vs_step.png",
         "report/accuracy_vs_supervision_step.png",
     } <= logged
+
+
+def test_delta_to_the_paper_is_only_shown_at_the_papers_scale():
+    from orchestration.report import ArmRow, table
+
+    rows = [ArmRow("trm", "TRM", 87.4, values=[80.0, 82.0]), ArmRow("x", "X", 50.0, values=[40.0])]
+    assert [r["Δ paper"] for r in table(rows)] == ["-6.4", "-10.0"]
+    assert [r["Δ paper"] for r in table(rows, comparable=False)] == ["n/c", "n/c"]
+    assert [r["Δ baseline"] for r in table(rows, comparable=False)] == ["—", "-41.0"]
 
 
 def test_missing_trials_are_shown_not_dropped(store):
