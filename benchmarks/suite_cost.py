@@ -86,11 +86,11 @@ def main() -> None:
     scale, suite = planned["scale"], planned["suite"]
     context = multiprocessing.get_context("spawn")
     print(
-        f"suite {suite.name} at scale {scale['name']}: {scale['steps']} steps, batch "
+        f"suite {suite.name} at scale {scale['name']}: batch "
         f"{planned['specs'][0]['train']['global_batch_size']}, {scale['cpus_per_trial']} "
         f"thread(s) per trial, {scale['max_concurrent_trials'] or 'all'} at once"
     )
-    print(f"{'arm':<16}{'params':>10}{'s/step':>9}{'trial s':>9}{'peak GiB':>10}")
+    print(f"{'arm':<16}{'params':>10}{'steps':>9}{'s/step':>9}{'trial s':>9}{'peak GiB':>10}")
     trial_seconds = []
     for spec in [s for s in planned["specs"] if s["seed"] == 0]:
         queue = context.Queue()
@@ -98,12 +98,14 @@ def main() -> None:
         worker.start()
         result = queue.get()
         worker.join()
-        evals = scale["steps"] // scale["eval_every"]
+        budget = spec["budget"]
+        evals = budget["steps"] // budget["eval_every"]
         # evaluation is forward-only over the test split: roughly a few training steps each
-        seconds = result["seconds_per_step"] * (scale["steps"] + 3 * evals)
+        seconds = result["seconds_per_step"] * (budget["steps"] + 3 * evals)
         trial_seconds.append(seconds)
         print(
-            f"{spec['arm']:<16}{result['params']:>10,}{result['seconds_per_step']:>9.3f}"
+            f"{spec['arm']:<16}{result['params']:>10,}{budget['steps']:>9}"
+            f"{result['seconds_per_step']:>9.3f}"
             f"{seconds:>9.0f}{result['peak_gib']:>10.2f}"
         )
     seeds = len(planned["specs"]) // len(trial_seconds)

@@ -94,6 +94,9 @@ class TrainBatches:
 
 
 def eval_batches(arrays: PuzzleArrays, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    # Every batch has one shape (compiled graphs see no new shapes); a split smaller than a
+    # batch is that shape itself rather than padding, which would be pure waste.
+    batch_size = max(1, min(batch_size, arrays.num_examples))
     ids = arrays.example_puzzle_ids()
     for start in range(0, arrays.num_examples, batch_size):
         rows = np.arange(start, min(start + batch_size, arrays.num_examples))

@@ -101,21 +101,22 @@ def _axis_tags(model: ModelConfig, train: TrainConfig) -> dict[str, str]:
 @dataclasses.dataclass(frozen=True)
 class Request:
     """What a command asks for, checked without data: the suite, its arms and seeds, the
-    scale, the data settings for the suite's task and the command line's field overrides."""
+    scale, the data settings per task of those arms and the command line's field overrides."""
 
     suite: Suite
     scale: dict[str, Any]
     arms: tuple[str, ...]
     seeds: int
-    data_arguments: dict[str, Any]
+    data_arguments: dict[str, dict[str, Any]]  # task → build arguments
     cli_model: dict[str, Any]
     cli_train: dict[str, Any]
 
-    def validate(self, shape: dict[str, int]) -> None:
+    def validate(self, task_shapes: dict[str, dict[str, int]]) -> None:
         """Every arm resolves to valid configs and changes only the axes it declares."""
         scale = self.scale
-        self.suite.validate(shape, scale["model"], scale["train"])
+        self.suite.validate(task_shapes, scale["model"], scale["train"])
         for arm in self.arms:
+            shape = task_shapes[self.suite.task_of(arm)]
             self.suite.resolve(
                 arm, shape, scale["model"], scale["train"], self.cli_model, self.cli_train
             )
@@ -138,21 +139,43 @@ def read_request(cfg: dict[str, Any]) -> Request:
             f"scale.gpus_per_trial={gpus} must be a whole number or one of "
             f"{list(ALLOWED_GPU_FRACTIONS)} (shares of a GPU must divide 1)"
         )
-    data_arguments = (scale.get("data") or {}).get(suite.task)
-    if data_arguments is None:
-        raise SuiteError(
-            f"scale {scale['name']!r} has no data settings for task {suite.task!r}; "
-            f"add scale.data.{suite.task} (it has {sorted(scale.get('data') or {})})"
-        )
+    data = scale.get("data") or {}
+    data_arguments = {}
+    for task in dict.fromkeys(suite.task_of(a) for a in arms):
+        if data.get(task) is None:
+            raise SuiteError(
+                f"scale {scale['name']!r} has no data settings for task {task!r}; "
+                f"add scale.data.{task} (it has {sorted(data)})"
+            )
+        data_arguments[task] = {"seed": 0, **data[task]}
     return Request(
         suite=suite,
         scale=scale,
         arms=arms,
         seeds=int(cfg.get("seeds") or scale.get("seeds") or suite.seeds),
-        data_arguments={"seed": 0, **data_arguments},
+        data_arguments=data_arguments,
         cli_model={k: v for k, v in (cfg.get("model") or {}).items() if v is not None},
         cli_train={k: v for k, v in (cfg.get("train") or {}).items() if v is not None},
     )
+
+
+def trial_budget(scale: dict[str, Any], task: str, manifest: dict, batch: int) -> dict[str, int]:
+    """Steps and evaluation interval of one trial. A scale gives `steps` and `eval_every`, or
+    `epochs` per task and a number of `evaluations`: steps = epochs × groups × examples per
+    puzzle / batch, as the official code counts them (TRM_SPEC §2.1: Sudoku 50k epochs of
+    1000 groups at batch 768 = 65,104 steps)."""
+    epochs = (scale.get("epochs") or {}).get(task)
+    if epochs is None:
+        if scale.get("steps") is None:
+            raise SuiteError(
+                f"scale {scale['name']!r} gives neither steps nor epochs.{task} for task {task!r}"
+            )
+        steps, eval_every = scale["steps"], scale["eval_every"]
+    else:
+        train = manifest["splits"]["train"]
+        steps = int(epochs * train["groups"] * train["examples"] / train["puzzles"] / batch)
+        eval_every = max(1, steps // scale["evaluations"])
+    return {"steps": steps, "eval_every": eval_every, "eval_batch_size": scale["eval_batch_size"]}
 
 
 def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -165,17 +188,20 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
         "results": _absolute(cfg["storage"]["results"], base / ".trm" / "ray_results"),
         "cache": str((base / ".trm" / "cache" / "datasets").resolve()),
     }
-    dataset_id, manifest = ensure_dataset(
-        suite.task, request.data_arguments, storage["datasets"], base
-    )
-    shape = task_shape(manifest)
-    request.validate(shape)
+    datasets = {  # task → (dataset id, manifest), each built once
+        task: ensure_dataset(task, arguments, storage["datasets"], base)
+        for task, arguments in request.data_arguments.items()
+    }
+    shapes = {task: task_shape(manifest) for task, (_, manifest) in datasets.items()}
+    request.validate(shapes)
     commit = git_commit(base)
     specs = []
     for arm in arms:
+        task = suite.task_of(arm)
+        dataset_id, manifest = datasets[task]
         for seed in range(seeds):
             model, train = suite.resolve(
-                arm, shape, scale["model"], scale["train"], cli_model, cli_train
+                arm, shapes[task], scale["model"], scale["train"], cli_model, cli_train
             )
             train = train.replace(seed=seed)
             specs.append(
@@ -184,13 +210,13 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
                     "arm": arm,
                     "label": suite.arm(arm).label,
                     "seed": seed,
-                    "task": suite.task,
+                    "task": task,
                     "scale": scale["name"],
                     "device": cfg["device"],
                     "threads": scale["cpus_per_trial"],
                     "model": dataclasses.asdict(model),
                     "train": dataclasses.asdict(train),
-                    "budget": {k: scale[k] for k in ("steps", "eval_every", "eval_batch_size")},
+                    "budget": trial_budget(scale, task, manifest, train.global_batch_size),
                     "dataset": {
                         "id": dataset_id,
                         "cache": storage["cache"],
@@ -199,6 +225,7 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
                     "tags": {
                         "trm.suite": suite.name,
                         "trm.label": suite.arm(arm).label,  # as run, whatever the file says later
+                        "trm.task": task,
                         "trm.scale": scale["name"],
                         "trm.dataset_id": dataset_id,
                         "trm.git_commit": commit,
@@ -210,14 +237,17 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     # Longest trials first (by model FLOPs per step): with fewer slots than trials the suite
     # then ends close to total work / slots instead of waiting on one slow arm started last.
     specs.sort(key=lambda s: -supervision_step_flops(ModelConfig(**s["model"]), training=True))
-    digest = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:10]
+    # The execution's name identifies what runs, not where: the same command from another
+    # working directory (a retried RayJob on a fresh cluster) must find the same experiment.
+    portable = [{**s, "dataset": {**s["dataset"], "cache": None}} for s in specs]
+    digest = hashlib.sha256(json.dumps(portable, sort_keys=True).encode()).hexdigest()[:10]
     return {
         "suite": suite,
         "scale": scale,
         "specs": specs,
         "storage": storage,
         "execution": f"{suite.name}-{scale['name']}-{digest}",
-        "dataset_id": dataset_id,
+        "dataset_ids": {task: ident for task, (ident, _) in datasets.items()},
     }
 
 
@@ -235,7 +265,7 @@ def _search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _search_tune_config(suite: Suite, scale: dict[str, Any]) -> dict[str, Any]:
+def _search_tune_config(suite: Suite, budget: dict[str, int]) -> dict[str, Any]:
     """Optuna (seeded) proposes; ASHA stops weak trials early. Time is counted in evaluations,
     the only moments a trial reports."""
     from ray.tune.schedulers import ASHAScheduler
@@ -251,7 +281,7 @@ def _search_tune_config(suite: Suite, scale: dict[str, Any]) -> dict[str, Any]:
         config["scheduler"] = ASHAScheduler(
             metric=metric,
             mode="max",
-            max_t=max(1, scale["steps"] // scale["eval_every"]),
+            max_t=max(1, budget["steps"] // budget["eval_every"]),
             grace_period=asha.get("grace_period", 1),
             reduction_factor=asha.get("reduction_factor", 2),
         )
@@ -301,7 +331,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 **parent_tags,
                 "trm.suite": suite.name,
                 "trm.scale": scale["name"],
-                "trm.dataset_id": planned["dataset_id"],
+                "trm.dataset_id": ",".join(planned["dataset_ids"].values()),
                 "trm.git_commit": git_commit(base),
             },
             params={
@@ -309,6 +339,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 "scale": scale,
                 "arms": list(dict.fromkeys(s["arm"] for s in specs)),
                 "seeds": max(s["seed"] for s in specs) + 1,
+                "datasets": planned["dataset_ids"],
             },
         )
     for spec in specs:
@@ -344,7 +375,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
     search_config = {}
     if suite.kind == "search":
         param_space = {"trial": specs[0], "search": _search_space(suite.search["space"])}
-        search_config = _search_tune_config(suite, scale)
+        search_config = _search_tune_config(suite, specs[0]["budget"])
     else:
         param_space = {"trial": tune.grid_search(specs)}
     if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):

@@ -148,7 +148,7 @@ def check(command: str, env: Mapping[str, str] | None = None) -> CheckedCommand:
     cfg = compose(overrides, env or {})
     try:
         request = read_request(cfg)
-        request.validate(task_shape_without_data(request.suite.task))
+        request.validate({task: task_shape_without_data(task) for task in request.suite.tasks})
     except CommandError:
         raise
     except ValueError as err:  # unknown suite or arm, GPU share, data settings, field values

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.suite import Suite, load_suite
-from orchestration.tracking import Tracker, default_tracking_uri
+from orchestration.tracking import Tracker, default_tracking_uri, metric_name
 
 PERCENT = 100.0
 
@@ -42,6 +42,13 @@ class ArmRow:
     depth: int | None = None
     compute_hours: float = 0.0
     device: str = "cpu"
+    task: str = ""
+    multi_task: bool = False
+
+    @property
+    def display(self) -> str:
+        """The name in plots: a suite over several tasks repeats labels (HRM on each)."""
+        return f"{self.label} · {self.task}" if self.multi_task else self.label
 
     @property
     def n(self) -> int:
@@ -92,10 +99,18 @@ def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, l
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     seeds = int(parent.data.params.get("seeds", suite.seeds))
-    metric = f"eval/{suite.metric}"
     rows, histories, finals = [], {}, {}
     for arm in suite.all_arms:
-        row = ArmRow(arm.name, arm.label, arm.paper.get("accuracy"), seeds_expected=seeds)
+        task = suite.task_of(arm)
+        metric = metric_name(f"eval/{suite.metric_for(task)}")
+        row = ArmRow(
+            arm.name,
+            arm.label,
+            arm.paper.get("accuracy"),
+            seeds_expected=seeds,
+            task=task,
+            multi_task=len(suite.tasks) > 1,
+        )
         for child in children:
             if child.data.tags.get("trm.arm") != arm.name:
                 continue
@@ -190,6 +205,22 @@ def table(rows: list[ArmRow], comparable: bool = True) -> list[dict[str, str]]:
     return out
 
 
+def pivot(rows: list[ArmRow], tasks: tuple[str, ...]) -> list[dict[str, str]]:
+    """Tables 4–5 layout: one row per method label, paper | ours per task."""
+    cells = {
+        (row.label, row.task): rendered for row, rendered in zip(rows, table(rows), strict=True)
+    }
+    out = []
+    for label in dict.fromkeys(row.label for row in rows):
+        line = {"method": label}
+        for task in tasks:
+            cell = cells.get((label, task))
+            line[f"{task} paper"] = cell["paper"] if cell else "—"
+            line[f"{task} ours"] = cell["ours"] if cell else "—"
+        out.append(line)
+    return out
+
+
 def to_markdown(rows: list[dict[str, str]], caption: str) -> str:
     header = list(rows[0])
     lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -270,7 +301,7 @@ def plot_histories(histories: dict, rows: list[ArmRow], path: Path, metric: str)
         steps = sorted({s for series in seeds.values() for s, _ in series})
         grid = np.array([[dict(series).get(s, np.nan) for s in steps] for series in seeds.values()])
         mean = np.nanmean(grid, axis=0)
-        axis.plot(steps, mean, label=row.label)
+        axis.plot(steps, mean, label=row.display)
         if len(seeds) > 1:
             axis.fill_between(steps, np.nanmin(grid, axis=0), np.nanmax(grid, axis=0), alpha=0.2)
     _finish_figure(figure, axis, "training step", metric, path)
@@ -297,7 +328,7 @@ def plot_supervision_steps(
             sum(r.get(f"eval/{metric}/step_{s}", 0.0) for r in runs) / len(runs) * PERCENT
             for s in steps
         ]
-        axis.plot(steps, means, marker="o", label=row.label)
+        axis.plot(steps, means, marker="o", label=row.display)
     _finish_figure(figure, axis, "supervision step", metric, path)
 
 
@@ -307,10 +338,14 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
     tracker = Tracker(tracking_uri)
     parent, rows, series = collect(suite, tracker, run)
     scale = parent.data.tags.get("trm.scale", "?")
-    caption = f"{suite.title} — {suite.metric}, scale {scale}" + (
+    metrics = ", ".join(dict.fromkeys(suite.metric_for(task) for task in suite.tasks))
+    caption = f"{suite.title} — {metrics}, scale {scale}" + (
         "" if scale == "paper" else " (not comparable to the paper)"
     )
-    rendered = table(rows, comparable=scale == "paper")
+    if len(suite.tasks) > 1:
+        rendered = pivot(rows, suite.tasks)
+    else:
+        rendered = table(rows, comparable=scale == "paper")
     out = Path(out or Path(".trm") / "reports") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
     files = {

@@ -9,6 +9,8 @@ values, applied on top of the baseline's `set`. Its `axes` must list every resol
 differs from the baseline: `validate` rejects an arm that changes something it did not declare
 (for example a preset switch that silently changes more than the label says).
 Resolution order for one trial: preset ← task shape ← scale ← explicit `set` fields ← CLI.
+An arm may name its own `task` (the main results put the same methods on several datasets);
+it is then compared with the baseline resolved on that task.
 """
 
 from __future__ import annotations
@@ -24,8 +26,19 @@ import ablations
 from trm_core.config import ModelConfig, TrainConfig
 
 SUITE_DIR = Path(ablations.__file__).resolve().parent
-SUITE_KEYS = {"name", "title", "task", "kind", "seeds", "metric", "baseline", "arms", "search"}
-ARM_KEYS = {"name", "label", "set", "axes", "paper", "note"}
+SUITE_KEYS = {
+    "name",
+    "title",
+    "task",
+    "kind",
+    "seeds",
+    "metric",
+    "task_metrics",
+    "baseline",
+    "arms",
+    "search",
+}
+ARM_KEYS = {"name", "label", "task", "set", "axes", "paper", "note"}
 KINDS = ("grid", "search")
 PRESET_KEYS = ("model.preset", "train.preset")
 SEARCH_KEYS = {"num_samples", "seed", "space", "scheduler"}
@@ -44,6 +57,7 @@ class SuiteArm:
     axes: tuple[str, ...] = ()
     paper: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
+    task: str | None = None  # None: the suite's task (Tables 4–5 put arms on several tasks)
 
 
 @dataclass(frozen=True)
@@ -58,10 +72,24 @@ class Suite:
     arms: tuple[SuiteArm, ...]
     search: dict[str, Any] | None = None
     path: Path | None = None
+    task_metrics: dict[str, str] = field(default_factory=dict)  # e.g. ARC scores pass@2
+
+    def metric_for(self, task: str) -> str:
+        """The evaluation metric (trainer name) the suite reports for `task`."""
+        return self.task_metrics.get(task, self.metric)
 
     @property
     def all_arms(self) -> tuple[SuiteArm, ...]:
         return (self.baseline, *self.arms)
+
+    def task_of(self, arm: SuiteArm | str) -> str:
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        return arm.task or self.task
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task the suite's arms run on, the suite's own first."""
+        return tuple(dict.fromkeys([self.task, *(self.task_of(a) for a in self.all_arms)]))
 
     def arm(self, name: str) -> SuiteArm:
         for arm in self.all_arms:
@@ -103,16 +131,21 @@ class Suite:
         return model, train
 
     def validate(
-        self, task_shape: dict[str, Any], scale_model: dict[str, Any], scale_train: dict[str, Any]
+        self,
+        task_shapes: dict[str, dict[str, Any]],
+        scale_model: dict[str, Any],
+        scale_train: dict[str, Any],
     ) -> None:
-        """Every arm resolves to valid configs and changes only the axes it declares."""
-        base_model, base_train = self.resolve(
-            self.baseline.name, task_shape, scale_model, scale_train
-        )
-        base = _flat(base_model, base_train)
+        """Every arm on a task of `task_shapes` resolves to valid configs and changes only the
+        axes it declares. An arm is compared with the baseline resolved on the arm's own task,
+        so the fields the data fixes (vocabulary, length, puzzle ids) never count as changes."""
         for arm in self.arms:
+            if self.task_of(arm) not in task_shapes:
+                continue  # its data is not built in this run (e.g. `arms=[...]` skips the task)
+            shape = task_shapes[self.task_of(arm)]
+            base = _flat(*self.resolve(self.baseline.name, shape, scale_model, scale_train))
             try:
-                model, train = self.resolve(arm.name, task_shape, scale_model, scale_train)
+                model, train = self.resolve(arm.name, shape, scale_model, scale_train)
             except ValueError as err:
                 raise ValueError(f"suite {self.name!r}, arm {arm.name!r}: {err}") from None
             changed = {k for k, v in _flat(model, train).items() if base[k] != v}
@@ -163,6 +196,7 @@ def _arm(where: str, raw: Any) -> SuiteArm:
         axes=tuple(raw.get("axes") or ()),
         paper=dict(raw.get("paper") or {}),
         note=raw.get("note"),
+        task=str(raw["task"]) if raw.get("task") else None,
     )
 
 
@@ -233,6 +267,7 @@ def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
         kind=kind,
         seeds=seeds,
         metric=str(raw.get("metric", "exact_accuracy")),
+        task_metrics={str(k): str(v) for k, v in (raw.get("task_metrics") or {}).items()},
         baseline=baseline,
         arms=arms,
         search=search,

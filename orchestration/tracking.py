@@ -31,6 +31,9 @@ def default_artifact_location(base: Path, tracking_uri: str) -> str | None:
     return None
 
 
+INVALID_METRIC_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-./: ]")
+
+
 def default_tracking_uri(base: Path) -> str:
     (base / ".trm").mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(base / '.trm' / 'mlflow.db').resolve()}"
@@ -58,6 +61,12 @@ def git_commit(directory: Path) -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("TRM_GIT_COMMIT", "unknown")
+
+
+def metric_name(name: str) -> str:
+    """The MLflow name of a trainer metric: MLflow allows only letters, digits and `_-./: `, so
+    `exact_accuracy/step=2` is logged as `exact_accuracy/step_2`, `ARC/pass@2` as `ARC/pass_2`."""
+    return INVALID_METRIC_CHARACTERS.sub("_", name)
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -129,7 +138,7 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        clean = {k.replace("=", "_"): float(v) for k, v in metrics.items()}
+        clean = {metric_name(k): float(v) for k, v in metrics.items()}
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in clean.items()])
 
     def log_dataset(

@@ -84,3 +84,10 @@ def test_eval_batches_pad_the_last_batch_with_ignored_rows():
     # label 0 is PAD and becomes ignored; other labels pass through
     assert (batches[0]["labels"][0] == IGNORE_LABEL).all()
     assert (batches[0]["labels"][1] == 1).all()
+
+
+def test_a_split_smaller_than_one_eval_batch_is_not_padded_to_the_batch_size():
+    arrays = _grouped_arrays()
+    batches = list(eval_batches(arrays, 1000))
+    assert [len(b["inputs"]) for b in batches] == [arrays.num_examples]
+    assert (batches[0]["inputs"][:, 0] == np.arange(15)).all()  # every row real, none padding

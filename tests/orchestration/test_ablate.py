@@ -29,6 +29,18 @@ def ablate(cwd: Path, *overrides: str, env: dict | None = None, timeout: int = 6
     )
 
 
+def kill_driver(driver: subprocess.Popen) -> None:
+    """kill -9 of the driver and everything it started; then stop Ray daemons that outlived it
+    (the resumed run starts its own)."""
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
+        capture_output=True,
+        timeout=120,
+    )
+
+
 def runs(tracking_uri: str, suite: str = "smoke"):
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(f"trm-lab/{suite}")
@@ -88,6 +100,45 @@ def test_plan_orders_trials_longest_first_and_takes_seeds_from_the_scale(tmp_pat
     assert {s["arm"] for s in specs[-2:]} == {"t2_n2"}  # the cheapest arm runs last
     assert planned["scale"]["seeds"] == 2
     assert len(plan(compose("suite=paper", "scale=mini", "seeds=1"), tmp_path)["specs"]) == 9
+
+
+CONCEPT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "conceptarc"
+needs_conceptarc = pytest.mark.skipif(
+    not CONCEPT_DIR.is_dir(), reason=f"ConceptARC tasks not found at {CONCEPT_DIR}"
+)
+MAIN_SMOKE = ["suite=main", "scale=smoke", "arms=[trm_att_sudoku,trm_att_arc1]", "seeds=1"]
+
+
+@needs_conceptarc
+def test_a_suite_over_several_tasks_builds_each_dataset_and_budget(tmp_path, monkeypatch):
+    from orchestration.ablate import SuiteError, plan
+
+    monkeypatch.setenv("TRM_CONCEPTARC_DIR", str(CONCEPT_DIR))
+    planned = plan(compose(*MAIN_SMOKE), tmp_path)
+    by_arm = {s["arm"]: s for s in planned["specs"]}
+    assert set(planned["dataset_ids"]) == {"sudoku", "arc1"}
+    sudoku, arc = by_arm["trm_att_sudoku"], by_arm["trm_att_arc1"]
+    assert sudoku["dataset"]["id"] == planned["dataset_ids"]["sudoku"] != arc["dataset"]["id"]
+    assert (sudoku["task"], arc["task"]) == ("sudoku", "arc1")
+    assert sudoku["model"]["seq_len"] == 81 and arc["model"]["seq_len"] == 900
+    assert arc["model"]["num_puzzle_ids"] > 1 and arc["train"]["weight_decay"] == 0.1
+    assert arc["tags"]["trm.task"] == "arc1"
+    with pytest.raises(SuiteError, match="scale 'smoke' has no data settings for task 'maze'"):
+        plan(compose("suite=main", "scale=smoke", "arms=[trm_att_maze]"), tmp_path)
+
+
+def test_paper_scale_counts_steps_from_epochs_as_the_official_code():
+    from orchestration.ablate import trial_budget
+
+    scale = compose("suite=paper", "scale=paper")["scale"]
+    sudoku = {"splits": {"train": {"groups": 1000, "puzzles": 1_001_000, "examples": 1_001_000}}}
+    assert trial_budget(scale, "sudoku", sudoku, 768) == {
+        "steps": 65104,  # TRM_SPEC §2.1: 50k epochs of 1000 groups at batch 768
+        "eval_every": 6510,
+        "eval_batch_size": 768,
+    }
+    arc = {"splits": {"train": {"groups": 960, "puzzles": 876_694, "examples": 3_630_000}}}
+    assert trial_budget(scale, "arc1", arc, 768)["steps"] == int(1e5 * 960 * 3.63e6 / 876694 / 768)
 
 
 def test_runs_outside_a_checkout_are_tagged_with_the_image_commit(tmp_path, monkeypatch):
@@ -173,14 +224,7 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
     while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 3:
         time.sleep(0.5)
     assert list(results.glob("*/*/checkpoint_*")), "no checkpoint appeared before the kill"
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
-    driver.wait()
-    # Ray daemons that outlived the driver would otherwise linger (the resumed run starts its own).
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
-        capture_output=True,
-        timeout=120,
-    )
+    kill_driver(driver)
 
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -193,31 +237,89 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
 
 
 @pytest.mark.slow
-def test_smoke_suite_on_s3_storage_and_a_tracking_server(tmp_path):
+def test_smoke_suite_on_s3_and_a_tracking_server_resumes_from_s3_on_a_fresh_machine(tmp_path):
+    """storage=s3 tracking=server end to end, with the driver killed (-9) mid-suite and the
+    same command run again from a fresh working directory (a RayJob retry on a new cluster):
+    the dataset and the Tune experiment are found on S3, each trial keeps its one MLflow run."""
+    import shutil
+
     from orchestration.stack import local_stack
 
+    command = [
+        *SMOKE, "arms=[trm]", "scale.steps=60", "scale.eval_every=10",
+        "scale.max_concurrent_trials=1", "storage=s3", "tracking=server",
+    ]  # fmt: skip
     with local_stack(tmp_path / "stack", bucket="trm") as stack:
-        env = {**stack.env(), "TRM_RESULTS_URI": "s3://trm/ray_results"}
-        result = ablate(
-            tmp_path, *SMOKE, "seeds=1", "arms=[trm]", "storage=s3", "tracking=server", env=env
+        env = {**os.environ, **stack.env(), "TRM_RESULTS_URI": "s3://trm/ray_results"}
+        s3 = boto3_client(stack.env())
+
+        def keys() -> list[str]:
+            return [
+                o["Key"]
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket="trm")
+                for o in page.get("Contents", [])
+            ]
+
+        first = tmp_path / "first"
+        first.mkdir()
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "orchestration.ablate", *command],
+            cwd=first,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        deadline = time.time() + 300
+        while time.time() < deadline and not any("checkpoint_" in k for k in keys()):
+            time.sleep(1)
+        assert any("checkpoint_" in k for k in keys()), "no checkpoint reached S3 before the kill"
+        kill_driver(driver)
+        shutil.rmtree(first)  # nothing local survives: a fresh machine
+
+        second = tmp_path / "second"
+        second.mkdir()
+        result = ablate(second, *command, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "resuming" in result.stderr
+        assert "stored as" not in result.stderr  # the dataset was found on S3, not rebuilt
         client, children, parents = runs(stack.tracking_uri)
-        assert [r.info.status for r in children] == ["FINISHED"]
+        assert sorted(r.info.run_name for r in children) == ["trm/seed0", "trm/seed1"]
+        assert all(r.info.status == "FINISHED" for r in children)
         assert [r.info.status for r in parents] == ["FINISHED"]
+        for run in children:
+            history = client.get_metric_history(run.info.run_id, "eval/exact_accuracy")
+            assert [m.step for m in history][-1] == 60
         assert "resolved_config.yaml" in [
             a.path for a in client.list_artifacts(children[0].info.run_id)
         ]
-        s3 = boto3_client(stack.env())
-        keys = [
-            o["Key"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="trm")
-            for o in page.get("Contents", [])
-        ]
-        assert any(k.startswith("datasets/") and k.endswith("manifest.json") for k in keys)
-        assert any(k.startswith("ray_results/") and "checkpoint_" in k for k in keys)
-        assert any(k.startswith("mlflow/") and k.endswith("resolved_config.yaml") for k in keys)
-        assert not (tmp_path / ".trm" / "ray_results").exists()  # nothing fell back to local
+        stored = keys()
+        assert any(k.startswith("datasets/") and k.endswith("manifest.json") for k in stored)
+        assert any(k.startswith("datasets/requests/") for k in stored)
+        assert any(k.startswith("ray_results/") and "checkpoint_" in k for k in stored)
+        assert any(k.startswith("mlflow/") and k.endswith("resolved_config.yaml") for k in stored)
+        assert not (second / ".trm" / "ray_results").exists()  # nothing fell back to local
+
+
+@pytest.mark.slow
+@needs_conceptarc
+def test_main_suite_runs_sudoku_and_arc_arms_and_reports_them_by_task(tmp_path):
+    # ARC at smoke width is still 900 tokens (~2.5 s per CPU step): a few steps suffice here
+    result = ablate(
+        tmp_path,
+        *MAIN_SMOKE,
+        "scale.steps=4",
+        "scale.eval_every=2",
+        env={"TRM_CONCEPTARC_DIR": str(CONCEPT_DIR)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| method | sudoku paper | sudoku ours |" in result.stdout
+    _, children, _ = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db", suite="main")
+    by_arm = {r.data.tags["trm.arm"]: r for r in children}
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert "eval/ARC/pass_2" in by_arm["trm_att_arc1"].data.metrics  # voting hook, logged
+    assert by_arm["trm_att_arc1"].data.tags["trm.task"] == "arc1"
+    assert "eval/ARC/pass_2" not in by_arm["trm_att_sudoku"].data.metrics
 
 
 def boto3_client(env: dict):
@@ -259,13 +361,7 @@ def test_search_state_survives_a_killed_driver(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 5:
         time.sleep(0.5)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
-        capture_output=True,
-        timeout=120,
-    )
+    kill_driver(driver)
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stderr

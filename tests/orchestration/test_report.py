@@ -115,3 +115,45 @@ def test_missing_trials_are_shown_not_dropped(store):
 def test_report_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no MLflow experiment trm-lab/paper"):
         report("paper", f"sqlite:///{tmp_path}/empty.db")
+
+
+def test_main_suite_is_pivoted_by_method_and_task_with_each_tasks_metric(tmp_path):
+    """Tables 4–5: one row per method, paper | ours per task; ARC reads pass@2 (logged by
+    MLflow's rules as ARC/pass_2), the other tasks exact accuracy."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri)
+    experiment = tracker.experiment("trm-lab/main", (tmp_path / "artifacts").as_uri())
+    parent = tracker.start_run(
+        experiment, "main-exec", {"trm.role": "suite", "trm.scale": "paper"}, params={"seeds": 1}
+    )
+    logged = {
+        "trm_att_sudoku": {"eval/exact_accuracy": 0.70, "eval/ARC/pass@2": 0.99},
+        "trm_att_arc1": {"eval/exact_accuracy": 0.10, "eval/ARC/pass@2": 0.40},
+    }
+    for arm, metrics in logged.items():
+        run = tracker.start_run(
+            experiment, f"{arm}/seed0", {"mlflow.parentRunId": parent, "trm.arm": arm}
+        )
+        tracker.log_metrics(run, metrics, step=1)
+        tracker.finish(run)
+    failed = tracker.start_run(
+        experiment, "hrm_arc1/seed0", {"mlflow.parentRunId": parent, "trm.arm": "hrm_arc1"}
+    )
+    tracker.finish(failed, "FAILED", error="out of memory")
+    tracker.finish(parent)
+
+    markdown = report("main", uri, out=tmp_path / "reports")
+    assert "exact_accuracy, ARC/pass@2, scale paper" in markdown
+    header = next(line for line in markdown.splitlines() if line.startswith("| method"))
+    assert header.split(" | ")[1:3] == ["sudoku paper", "sudoku ours"]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in markdown.splitlines()
+        if line.startswith("| ") and "---" not in line and not line.startswith("| method")
+    }
+    assert list(rows) == ["TRM-Att", "HRM", "TRM-MLP"]
+    att, hrm = rows["TRM-Att"], rows["HRM"]
+    assert att[0:2] == ["74.7", "70.0 (n=1)"]  # Sudoku: exact accuracy
+    assert att[4:6] == ["44.6", "40.0 (n=1)"]  # ARC-AGI-1: pass@2, not exact accuracy
+    assert att[2:4] == ["85.3", "missing [1 missing]"]  # Maze: not run, shown as such
+    assert hrm[4:6] == ["40.3", "failed [1 failed]"]

@@ -14,15 +14,50 @@ from trm_core import RecursiveReasoningModel, count_parameters
 SUDOKU = dict(vocab_size=11, seq_len=81, num_puzzle_ids=1)
 
 
+def shapes(suite) -> dict[str, dict[str, int]]:
+    """Every task of the suite at its real token layout (ARC: 30x30 + EOS layout)."""
+    from orchestration.command import task_shape_without_data
+
+    return {task: task_shape_without_data(task) for task in suite.tasks}
+
+
 @pytest.mark.parametrize("name", available_suites())
 def test_every_suite_loads_and_validates(name):
     suite = load_suite(name)
-    shape = (
-        SUDOKU
-        if suite.task in ("sudoku", "sudoku_mini")
-        else dict(vocab_size=6, seq_len=16, num_puzzle_ids=1)
+    suite.validate(shapes(suite), {}, {})
+
+
+def test_main_suite_matches_tables_4_and_5_depth_and_size():
+    suite = load_suite("main")
+    assert suite.tasks == ("sudoku", "maze", "arc1", "arc2")
+    assert suite.metric_for("arc1") == "ARC/pass@2" and suite.metric_for("maze") == "exact_accuracy"
+    for arm in suite.all_arms:
+        model, _ = suite.resolve(arm.name, shapes(suite)[suite.task_of(arm)], {}, {})
+        assert model.depth == arm.paper["depth"], arm.name
+        assert model.seq_len == (81 if suite.task_of(arm) == "sudoku" else 900), arm.name
+        with torch.device("meta"):
+            millions = count_parameters(RecursiveReasoningModel(model)) / 1e6
+        assert f"{round(millions)}M" == arm.paper["params"], (arm.name, millions)
+
+
+def test_an_arm_on_another_task_is_compared_on_that_task(tmp_path):
+    """Switching the task changes vocabulary and length (never counted), but a train preset
+    switch that comes with it must still be declared."""
+    suite = _suite(
+        tmp_path,
+        """
+        - name: on_arc
+          label: "on ARC"
+          task: arc1
+          set: {train.preset: trm_arc}
+          axes: []
+    """,
     )
-    suite.validate(shape, {}, {})
+    arc = {"arc1": dict(vocab_size=12, seq_len=900, num_puzzle_ids=10)}
+    with pytest.raises(ValueError, match=r"changes \['train.puzzle_emb_lr'"):
+        suite.validate({"tiny_sudoku": SUDOKU, **arc}, {}, {})
+    assert suite.tasks == ("tiny_sudoku", "arc1")
+    suite.validate({"tiny_sudoku": SUDOKU}, {}, {})  # arms of tasks not built are skipped
 
 
 def test_paper_suite_matches_table_1_depth_nfp_and_size():
@@ -60,7 +95,7 @@ def test_an_arm_that_changes_more_than_it_declares_is_rejected(tmp_path):
     """,
     )
     with pytest.raises(ValueError, match=r"arm 'sneaky' changes \['model.n'\] without declaring"):
-        suite.validate(SUDOKU, {}, {})
+        suite.validate({"tiny_sudoku": SUDOKU}, {}, {})
 
 
 def test_a_preset_switch_must_declare_every_field_it_changes(tmp_path):
@@ -74,7 +109,7 @@ def test_a_preset_switch_must_declare_every_field_it_changes(tmp_path):
     """,
     )
     with pytest.raises(ValueError, match="without declaring"):
-        suite.validate(SUDOKU, {}, {})
+        suite.validate({"tiny_sudoku": SUDOKU}, {}, {})
 
 
 @pytest.mark.parametrize(
@@ -117,8 +152,9 @@ def test_every_arm_of_every_suite_trains_one_step_at_smoke_scale(name):
     from trm_core import Trainer
 
     suite, scale = load_suite(name), _smoke_scale()
-    shape = SUDOKU if suite.task == "sudoku" else dict(vocab_size=6, seq_len=16, num_puzzle_ids=1)
+    task_shapes = shapes(suite)
     for arm in suite.all_arms:
+        shape = task_shapes[suite.task_of(arm)]
         model, train = suite.resolve(arm.name, shape, scale["model"], scale["train"])
         trainer = Trainer(model, train, device="cpu")
         metrics = trainer.train_step(random_batch(model, train.global_batch_size, seed=0))
