@@ -3,6 +3,7 @@ checkpoints at every evaluation) against the same trials run directly through tr
 the same concurrency, in plain processes.
 
     python benchmarks/orchestration_overhead.py [--suite smoke] [--scale mini] [--seeds 1]
+    python benchmarks/orchestration_overhead.py --suite paper --scale mini --seeds 2   # make demo
 
 Both runs start from a built dataset (the build is done first, untimed). Prints the two wall
 times and their ratio; asserts nothing.
@@ -78,7 +79,7 @@ def main() -> None:
         started = time.perf_counter()
         concurrency = planned["scale"]["max_concurrent_trials"] or len(specs)
         with multiprocessing.get_context("spawn").Pool(concurrency) as pool:
-            accuracies = pool.map(direct_trial, specs)
+            accuracies = pool.map(direct_trial, specs, chunksize=1)  # longest first, as ablate
         direct = time.perf_counter() - started
 
     print(f"suite {args.suite}, scale {args.scale}: {len(specs)} trials, {concurrency} at a time")

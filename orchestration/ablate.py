@@ -37,6 +37,7 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from orchestration.resources import auto_gpu_shares, check_gpus_per_trial  # noqa: E402
 from orchestration.suite import Suite, available_suites, load_suite  # noqa: E402
 from orchestration.tasks import task_shape, task_spec  # noqa: E402
 from orchestration.tracking import (  # noqa: E402
@@ -47,8 +48,6 @@ from orchestration.tracking import (  # noqa: E402
 )
 from trm_core.config import ModelConfig, TrainConfig  # noqa: E402
 from trm_core.flops import supervision_step_flops  # noqa: E402
-
-ALLOWED_GPU_FRACTIONS = (0.125, 0.25, 0.5)  # shares of one GPU must divide 1 (ray#5902)
 
 # `model.<field>=value` / `train.<field>=value` on the command line: every field is a known
 # key (null = not overridden), so a typo is refused by Hydra with the key it did not know.
@@ -133,12 +132,10 @@ def read_request(cfg: dict[str, Any]) -> Request:
     arms = tuple(cfg.get("arms") or default_arms)
     for name in arms:
         suite.arm(name)  # unknown arm → error listing the suite's arms
-    gpus = scale["gpus_per_trial"] or 0
-    if gpus and not (gpus >= 1 and float(gpus).is_integer()) and gpus not in ALLOWED_GPU_FRACTIONS:
-        raise SuiteError(
-            f"scale.gpus_per_trial={gpus} must be a whole number or one of "
-            f"{list(ALLOWED_GPU_FRACTIONS)} (shares of a GPU must divide 1)"
-        )
+    try:
+        check_gpus_per_trial(scale["gpus_per_trial"])
+    except ValueError as err:
+        raise SuiteError(str(err)) from None
     data = scale.get("data") or {}
     data_arguments = {}
     for task in dict.fromkeys(suite.task_of(a) for a in arms):
@@ -363,13 +360,25 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 log_to_driver=False,
             )
     gpus = scale["gpus_per_trial"] or 0
-    if gpus and ray.cluster_resources().get("GPU", 0) < min(gpus, 1):
+    if gpus and ray.cluster_resources().get("GPU", 0) < (1 if gpus == "auto" else min(gpus, 1)):
         tracker.finish(parent, "FAILED", error="suite needs GPUs; the cluster has none")
         raise SuiteError(
             f"scale {scale['name']!r} asks {gpus} GPU per trial but the Ray cluster "
             "has no GPU; use scale=mini on a CPU machine or join a GPU cluster"
         )
-    trainable = tune.with_resources(run_trial, {"cpu": scale["cpus_per_trial"], "gpu": gpus})
+    cpus = scale["cpus_per_trial"]
+    if gpus == "auto":  # one probe per arm measures its peak memory on a cluster GPU
+        shares = auto_gpu_shares(specs, cpus)
+        print(f"GPU share per trial, from measured peak memory: {shares}", file=sys.stderr)
+        tracker.client.set_tag(parent, "trm.gpu_shares", json.dumps(shares, sort_keys=True))
+        trainable = tune.with_resources(
+            run_trial,
+            lambda config: tune.PlacementGroupFactory(
+                [{"CPU": cpus, "GPU": shares[config["trial"]["arm"]]}]
+            ),
+        )
+    else:
+        trainable = tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus})
     storage_path, filesystem = _results_location(planned["storage"]["results"])
     experiment_path = f"{storage_path.rstrip('/')}/{execution}"
     search_config = {}

@@ -1,0 +1,41 @@
+"""GPU shares: allowed values, sizing from a measured peak, and `auto` on a cluster without
+GPUs (a clear error before any trial, never trials pending forever)."""
+
+import pytest
+
+from orchestration.resources import HEADROOM, check_gpus_per_trial, share_for
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("value", [None, 0, 1, 2, 0.5, 0.25, 0.125, "auto"])
+def test_allowed_gpu_requests(value):
+    check_gpus_per_trial(value)
+
+
+@pytest.mark.parametrize("value", [0.3, 1.5, -1, "half"])
+def test_shares_that_do_not_divide_a_gpu_are_refused(value):
+    with pytest.raises(ValueError, match="must be a whole number or one of"):
+        check_gpus_per_trial(value)
+
+
+def test_the_smallest_share_that_holds_the_peak_with_headroom():
+    device = 140 * GIB  # an H200
+    assert share_for(2 * GIB, device) == 0.125  # 2.6 GiB with headroom fits 17.5 GiB
+    assert share_for(int(17.5 * GIB / HEADROOM), device) == 0.125  # exactly at the edge
+    assert share_for(int(17.5 * GIB / HEADROOM) + 1, device) == 0.25
+    assert share_for(40 * GIB, device) == 0.5
+    assert share_for(100 * GIB, device) == 1.0
+    with pytest.raises(ValueError, match=r"needs 120\.0 GiB .* a GPU has 140\.0 GiB"):
+        share_for(120 * GIB, device)
+
+
+@pytest.mark.slow
+def test_auto_shares_on_a_cluster_without_gpus_stop_before_any_trial(tmp_path):
+    from tests.orchestration.test_ablate import ablate, runs
+
+    result = ablate(tmp_path, "suite=smoke", "scale=smoke", "scale.gpus_per_trial=auto")
+    assert result.returncode == 2
+    assert "asks auto GPU per trial but the Ray cluster has no GPU" in result.stderr
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert children == [] and [p.info.status for p in parents] == ["FAILED"]
