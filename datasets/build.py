@@ -86,6 +86,15 @@ def _manifest(
     }
 
 
+def _write_splits(staging: Path, progress: Progress, **splits: PuzzleArrays) -> dict[str, Any]:
+    """Write each split's Parquet shards; the manifest's per-split summaries."""
+    summaries = {
+        name: split_summary(data, write_split(data, staging, name)) for name, data in splits.items()
+    }
+    progress("wrote Parquet shards")
+    return summaries
+
+
 def _source_files(task: str, source: str) -> dict[str, Path]:
     folder = resolve_source(task, source)
     files = {split: folder / f"{split}.csv" for split in ("train", "test")}
@@ -141,10 +150,7 @@ def build_sudoku(
     test = arrays(
         test_rows.questions, test_rows.answers, len(test_rows.questions), test_rows.ratings
     )
-    splits = {}
-    for name, data in (("train", train), ("test", test)):
-        splits[name] = split_summary(data, write_split(data, staging, name))
-    progress("wrote Parquet shards")
+    splits = _write_splits(staging, progress, train=train, test=test)
     return _manifest(
         "sudoku",
         1,
@@ -164,7 +170,7 @@ def build_maze(
     files = _source_files("maze", source)
     parsed = {split: maze.read_csv(path) for split, path in files.items()}
     progress("read and validated CSV (shortest paths checked)")
-    splits = {}
+    arrays = {}
     for split, (questions, answers, ratings, paths) in parsed.items():
         copies = 8 if dihedral and split == "train" else 1  # test is never augmented
         if copies > 1:
@@ -179,8 +185,8 @@ def build_maze(
                 "num_shortest_paths": np.repeat(paths, copies),
             },
         )
-        splits[split] = split_summary(data, write_split(data, staging, split))
-    progress("wrote Parquet shards")
+        arrays[split] = data
+    splits = _write_splits(staging, progress, **arrays)
     return _manifest(
         "maze",
         1,
@@ -269,11 +275,7 @@ def build_sudoku_mini(
     side = box[0] * box[1]
     train_arrays, test_arrays = mini_sudoku.build(train, test, seed, levels, box)
     progress(f"generated {side}x{side} puzzles")
-    splits = {
-        name: split_summary(data, write_split(data, staging, name))
-        for name, data in (("train", train_arrays), ("test", test_arrays))
-    }
-    progress("wrote Parquet shards")
+    splits = _write_splits(staging, progress, train=train_arrays, test=test_arrays)
     return _manifest(
         "sudoku_mini",
         1,
@@ -292,11 +294,7 @@ def build_tiny_sudoku(
 ) -> dict[str, Any]:
     train_arrays, test_arrays = tiny_sudoku.build(train, test, seed)
     progress("generated 4x4 puzzles")
-    splits = {
-        name: split_summary(data, write_split(data, staging, name))
-        for name, data in (("train", train_arrays), ("test", test_arrays))
-    }
-    progress("wrote Parquet shards")
+    splits = _write_splits(staging, progress, train=train_arrays, test=test_arrays)
     return _manifest(
         "tiny_sudoku",
         1,
