@@ -34,6 +34,7 @@ def test_main_suite_matches_tables_4_and_5_depth_and_size():
     for arm in suite.all_arms:
         model, _ = suite.resolve(arm.name, shapes(suite)[suite.task_of(arm)], {}, {})
         assert model.depth == arm.paper["depth"], arm.name
+        assert model.forward_passes_per_step == arm.paper["nfp"], arm.name
         assert model.seq_len == (81 if suite.task_of(arm) == "sudoku" else 900), arm.name
         with torch.device("meta"):
             millions = count_parameters(RecursiveReasoningModel(model)) / 1e6
