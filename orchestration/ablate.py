@@ -300,6 +300,42 @@ def _trial_name(trial) -> str:
     return f"{spec['arm']}-seed{spec['seed']}-{trial.trial_id}"
 
 
+def _progress_callback(total: int):
+    """One line per evaluation and per ended trial. Tune's own tables (verbose=1) print every
+    trial's whole spec at its start and end, which buries the numbers."""
+    from ray import tune
+
+    class ProgressLines(tune.Callback):
+        def __init__(self):
+            self.ended = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            spec = trial.config["trial"]
+            print(
+                f"{spec['arm']}/seed{spec['seed']}: step {int(result.get('step', 0))}"
+                f"/{spec['budget']['steps']}  exact "
+                f"{100 * result.get('eval/exact_accuracy', float('nan')):.1f} %  token "
+                f"{100 * result.get('eval/token_accuracy', float('nan')):.1f} %",
+                flush=True,
+            )
+
+        def _ended(self, trial, outcome: str) -> None:
+            self.ended += 1
+            spec = trial.config["trial"]
+            print(
+                f"{spec['arm']}/seed{spec['seed']}: {outcome} ({self.ended} of {total} ended)",
+                flush=True,
+            )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._ended(trial, "finished")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._ended(trial, "FAILED")
+
+    return ProgressLines()
+
+
 def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
     import ray
     from ray import tune
@@ -412,7 +448,8 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 name=execution,
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
-                verbose=1,
+                verbose=0,  # progress lines instead (_progress_callback)
+                callbacks=[_progress_callback(len(specs))],
                 failure_config=tune.FailureConfig(max_failures=scale["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             ),

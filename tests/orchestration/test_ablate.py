@@ -167,6 +167,8 @@ def test_smoke_suite_logs_one_child_run_per_trial(tmp_path):
     result = ablate(tmp_path, *SMOKE, "seeds=1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| trm | 0 | FINISHED |" in result.stdout
+    assert "trm/seed0: step 20/20  exact " in result.stdout  # a progress line per evaluation
+    assert "(2 of 2 ended)" in result.stdout and "started with configuration" not in result.stdout
     client, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.info.run_name for r in children) == ["one_step_grad/seed0", "trm/seed0"]
