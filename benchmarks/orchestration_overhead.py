@@ -25,16 +25,11 @@ def direct_trial(spec: dict) -> float:
     import torch
 
     from datasets.loader import TrainBatches, eval_batches
-    from orchestration.tasks import open_trial_data  # no Ray import in the timed path
-    from trm_core import ModelConfig, TrainConfig, Trainer
+    from orchestration.tasks import open_trial_data, trial_trainer  # no Ray in the timed path
 
     torch.set_num_threads(spec["threads"])
     manifest, task, train, test = open_trial_data(spec)
-    trainer = Trainer(
-        ModelConfig.from_dict(spec["model"]),
-        TrainConfig.from_dict(spec["train"]),
-        device=spec["device"],
-    )
+    trainer = trial_trainer(spec)
     budget = spec["budget"]
     metrics = trainer.fit(
         TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"]),

@@ -27,14 +27,12 @@ def _measure_arm(spec: dict[str, Any], steps: int, warmup: int, queue) -> None:
     import torch
 
     from datasets.loader import TrainBatches
-    from orchestration.tasks import open_trial_data
-    from trm_core import ModelConfig, TrainConfig, Trainer
+    from orchestration.tasks import open_trial_data, trial_trainer
 
     torch.set_num_threads(spec["threads"])
     _, _, train_split, _ = open_trial_data(spec)
-    train_cfg = TrainConfig(**spec["train"])
-    trainer = Trainer(ModelConfig(**spec["model"]), train_cfg, device=spec["device"])
-    loader = TrainBatches(train_split, train_cfg.global_batch_size, seed=0)
+    trainer = trial_trainer(spec)
+    loader = TrainBatches(train_split, trainer.train_config.global_batch_size, seed=0)
     batches = iter(loader)
     for _ in range(warmup):
         trainer.train_step(next(batches))

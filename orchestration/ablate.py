@@ -196,11 +196,12 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     for arm in arms:
         task = suite.task_of(arm)
         dataset_id, manifest = datasets[task]
+        model, arm_train = suite.resolve(
+            arm, shapes[task], scale["model"], scale["train"], cli_model, cli_train
+        )
+        budget = trial_budget(scale, task, manifest, arm_train.global_batch_size)
         for seed in range(seeds):
-            model, train = suite.resolve(
-                arm, shapes[task], scale["model"], scale["train"], cli_model, cli_train
-            )
-            train = train.replace(seed=seed)
+            train = arm_train.replace(seed=seed)
             specs.append(
                 {
                     "suite": suite.name,
@@ -213,7 +214,7 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
                     "threads": scale["cpus_per_trial"],
                     "model": dataclasses.asdict(model),
                     "train": dataclasses.asdict(train),
-                    "budget": trial_budget(scale, task, manifest, train.global_batch_size),
+                    "budget": dict(budget),
                     "dataset": {
                         "id": dataset_id,
                         "cache": storage["cache"],

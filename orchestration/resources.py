@@ -47,16 +47,13 @@ def probe_peak_memory(spec: dict[str, Any]) -> tuple[int, int]:
     import torch
 
     from datasets.loader import TrainBatches, eval_batches
-    from orchestration.tasks import open_trial_data
-    from trm_core import ModelConfig, TrainConfig, Trainer
+    from orchestration.tasks import open_trial_data, trial_trainer
 
     if not torch.cuda.is_available():
         raise RuntimeError("gpus_per_trial=auto needs a CUDA device in the probe task")
     device = torch.device("cuda")
     _, _, train, test = open_trial_data(spec)
-    trainer = Trainer(
-        ModelConfig.from_dict(spec["model"]), TrainConfig.from_dict(spec["train"]), device=device
-    )
+    trainer = trial_trainer(spec, device)
     torch.cuda.reset_peak_memory_stats(device)
     batches = iter(TrainBatches(train, trainer.train_config.global_batch_size, seed=0))
     for _ in range(2):

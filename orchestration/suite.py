@@ -139,11 +139,17 @@ class Suite:
         """Every arm on a task of `task_shapes` resolves to valid configs and changes only the
         axes it declares. An arm is compared with the baseline resolved on the arm's own task,
         so the fields the data fixes (vocabulary, length, puzzle ids) never count as changes."""
+        bases: dict[str, dict[str, Any]] = {}  # task → the baseline resolved on it
         for arm in self.arms:
-            if self.task_of(arm) not in task_shapes:
+            task = self.task_of(arm)
+            if task not in task_shapes:
                 continue  # its data is not built in this run (e.g. `arms=[...]` skips the task)
-            shape = task_shapes[self.task_of(arm)]
-            base = _flat(*self.resolve(self.baseline.name, shape, scale_model, scale_train))
+            shape = task_shapes[task]
+            if task not in bases:
+                bases[task] = _flat(
+                    *self.resolve(self.baseline.name, shape, scale_model, scale_train)
+                )
+            base = bases[task]
             try:
                 model, train = self.resolve(arm.name, shape, scale_model, scale_train)
             except ValueError as err:

@@ -12,7 +12,7 @@ import numpy as np
 from datasets import arc, maze
 from datasets.format import read_manifest, read_split
 from datasets.store import DatasetStore
-from trm_core import EvalHook, GroupedExactAccuracy
+from trm_core import EvalHook, GroupedExactAccuracy, ModelConfig, TrainConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,15 @@ def task_shape(manifest: dict[str, Any]) -> dict[str, int]:
         "seq_len": manifest["seq_len"],
         "num_puzzle_ids": max(1, manifest["num_puzzle_ids"]),
     }
+
+
+def trial_trainer(spec: dict[str, Any], device: Any = None) -> Trainer:
+    """A fresh Trainer for the trial's resolved configs (on `device`, else the spec's)."""
+    return Trainer(
+        ModelConfig.from_dict(spec["model"]),
+        TrainConfig.from_dict(spec["train"]),
+        device=spec["device"] if device is None else device,
+    )
 
 
 def open_trial_data(spec: dict[str, Any]):

@@ -19,9 +19,9 @@ import yaml
 from ray import tune
 
 from datasets.loader import TrainBatches, eval_batches
-from orchestration.tasks import open_trial_data
+from orchestration.tasks import open_trial_data, trial_trainer
 from orchestration.tracking import Tracker
-from trm_core import ModelConfig, TrainConfig, Trainer, TrainerCallback
+from trm_core import Trainer, TrainerCallback
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -171,13 +171,9 @@ def _train(
     progress: dict[str, int],
 ) -> None:
     manifest, task, train, test = open_trial_data(spec)
-    model_cfg, train_cfg = (
-        ModelConfig.from_dict(spec["model"]),
-        TrainConfig.from_dict(spec["train"]),
-    )
-    trainer = Trainer(model_cfg, train_cfg, device=spec["device"])
+    trainer = trial_trainer(spec)
     tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
-    loader = TrainBatches(train, train_cfg.global_batch_size, seed=spec["seed"])
+    loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"])
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         loader.load_state_dict(state["loader"])

@@ -29,6 +29,18 @@ def ablate(cwd: Path, *overrides: str, env: dict | None = None, timeout: int = 6
     )
 
 
+def start_driver(cwd: Path, command: list[str], env: dict | None = None) -> subprocess.Popen:
+    """`ablate` in the background, in its own process group (so kill_driver takes it all)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestration.ablate", *command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def kill_driver(driver: subprocess.Popen) -> None:
     """kill -9 of the driver and everything it started; then stop Ray daemons that outlived it
     (the resumed run starts its own)."""
@@ -214,13 +226,7 @@ def test_failing_trials_are_retried_and_end_failed_or_recover(tmp_path):
 @pytest.mark.slow
 def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_path):
     command = [*SMOKE, "scale.steps=60", "scale.eval_every=10", "scale.max_concurrent_trials=1"]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "orchestration.ablate", *command],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_driver(tmp_path, command)
     deadline = time.time() + 300
     results = tmp_path / ".trm" / "ray_results"
     while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 3:
@@ -264,14 +270,7 @@ def test_smoke_suite_on_s3_and_a_tracking_server_resumes_from_s3_on_a_fresh_mach
 
         first = tmp_path / "first"
         first.mkdir()
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.ablate", *command],
-            cwd=first,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        driver = start_driver(first, command, env)
         deadline = time.time() + 300
         while time.time() < deadline and not any("checkpoint_" in k for k in keys()):
             time.sleep(1)
@@ -352,13 +351,7 @@ def test_search_suite_samples_the_declared_space_with_optuna(tmp_path):
 @pytest.mark.slow
 def test_search_state_survives_a_killed_driver(tmp_path):
     command = ["suite=search_lr", "scale=smoke", "scale.steps=40", "scale.max_concurrent_trials=1"]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "orchestration.ablate", *command],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_driver(tmp_path, command)
     results = tmp_path / ".trm" / "ray_results"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 5:
