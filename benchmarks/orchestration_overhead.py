@@ -36,7 +36,7 @@ def direct_trial(spec: dict) -> float:
         budget["steps"],
         eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
         eval_every=budget["eval_every"],
-        hooks=lambda: task.hooks(manifest),
+        hooks=lambda: task.eval_hooks(manifest),
     )
     return metrics["exact_accuracy"]
 

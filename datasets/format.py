@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -162,18 +164,89 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_bytes())
 
 
-def _memory_mapped_tokens(
-    directory: Path, split: str, manifest: dict[str, Any], column: str
-) -> np.ndarray:
-    """A read-only memory map of one token column, converted once by streaming row groups, so
-    ARC-scale splits (millions of 900-token rows) need not fit in memory."""
-    seq_len = manifest["seq_len"]
-    rows = sum(shard["rows"] for shard in manifest["splits"][split]["shards"])
-    cache = directory / ".mmap" / f"{dataset_id(manifest)}-{split}-{column}.npy"
-    if not cache.exists():
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, seq_len))
+# Cache files this process has hashed and found equal to their sidecar's sha256, keyed by
+# (path, inode, size, mtime_ns) → sha256: a trial actor reused for several trials hashes each
+# file once, while a file replaced or rewritten since (new inode, size or mtime) is re-checked.
+# Hashing costs about 0.65 s per GiB here (hashlib.sha256 in 256 KiB-4 MiB blocks, file in the
+# page cache, measured on this 2-core machine): ~2 s for an ARC-scale ~3 GB split, once.
+_VERIFIED_CACHES: dict[tuple[str, int, int, int], str] = {}
+MMAP_CACHE_VERSION = 1
+
+
+class _StaleCache(Exception):
+    """The cache file disagrees with its sidecar (or the sidecar is missing or unreadable)."""
+
+
+def _open_verified_cache(cache: Path, expected: dict[str, Any]) -> np.memmap:
+    """Map `cache` if it holds exactly what `expected` and its sidecar say.
+
+    The .npy is opened first and the sidecar read after: builders publish the sidecar before
+    the .npy, so the sidecar read is at least as new as the open file. Hash, header and mapping
+    all use that one open file, so a concurrent replacement cannot slip in between the check
+    and the map. Raises FileNotFoundError when there is no .npy yet, _StaleCache on a mismatch.
+    """
+    with open(cache, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        try:
+            recorded = json.loads(cache.with_suffix(".json").read_bytes())
+        except FileNotFoundError:
+            raise _StaleCache("its sidecar .json is missing") from None
+        except (OSError, ValueError) as err:
+            raise _StaleCache(f"its sidecar .json is unreadable ({err})") from None
+        if not isinstance(recorded, dict):
+            raise _StaleCache("its sidecar .json is not an object")
+        for key, value in {**expected, "bytes": stat.st_size}.items():
+            if recorded.get(key) != value:
+                raise _StaleCache(
+                    f"{key}: expected {value!r}, the sidecar says {recorded.get(key)!r}"
+                )
+        key = (str(cache), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED_CACHES.get(key) != recorded.get("sha256"):
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            if digest != recorded.get("sha256"):
+                raise _StaleCache(
+                    f"sha256: file has {digest}, the sidecar says {recorded.get('sha256')}"
+                )
+            _VERIFIED_CACHES[key] = digest
+        handle.seek(0)
+        shape = (expected["rows"], expected["seq_len"])
+        try:
+            version = np.lib.format.read_magic(handle)
+            header = (
+                np.lib.format.read_array_header_1_0(handle)
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0(handle)
+            )
+        except ValueError as err:
+            raise _StaleCache(f"unreadable .npy header ({err})") from None
+        if header != (shape, False, np.dtype(np.uint8)):
+            raise _StaleCache(f".npy header {header} is not a C-order uint8 {shape}")
+        return np.memmap(handle, dtype=np.uint8, mode="r", shape=shape, offset=handle.tell())
+
+
+def _build_cache(
+    directory: Path,
+    split: str,
+    manifest: dict[str, Any],
+    column: str,
+    cache: Path,
+    expected: dict[str, Any],
+) -> None:
+    """Convert the column from the verified shards and publish it with its sidecar.
+
+    Each process writes under its own temp names (pid + random), so racers never share a file,
+    and publishes by atomic rename: sidecar first, then the .npy. The bytes are deterministic,
+    so every racer's sidecar is the same and whichever .npy wins the last rename matches it.
+    """
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp = cache.with_name(f".{cache.name}.{unique}.tmp")
+    tmp_sidecar = cache.with_name(f".{cache.stem}.json.{unique}.tmp")
+    seq_len = expected["seq_len"]
+    try:
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(expected["rows"], seq_len)
+        )
         offset = 0
         for shard in manifest["splits"][split]["shards"]:
             for batch in pq.ParquetFile(directory / shard["path"]).iter_batches(
@@ -183,9 +256,54 @@ def _memory_mapped_tokens(
                 out[offset : offset + len(block)] = block
                 offset += len(block)
         out.flush()
-        del out
-        os.replace(tmp, cache)
-    return np.load(cache, mmap_mode="r")
+        del out  # unmapped: nothing changes the file (or its mtime) after the fstat below
+        with open(tmp, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        tmp_sidecar.write_bytes(
+            canonical_json({**expected, "bytes": stat.st_size, "sha256": digest})
+        )
+        _VERIFIED_CACHES[(str(cache), stat.st_ino, stat.st_size, stat.st_mtime_ns)] = digest
+        os.replace(tmp_sidecar, cache.with_suffix(".json"))
+        os.replace(tmp, cache)  # a rename keeps inode and mtime: the key above stays valid
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_sidecar.unlink(missing_ok=True)
+
+
+def _memory_mapped_tokens(
+    directory: Path, split: str, manifest: dict[str, Any], column: str, mmap_dir: Path
+) -> np.memmap:
+    """A read-only memory map of one token column, converted once by streaming row groups, so
+    ARC-scale splits (millions of 900-token rows) need not fit in memory.
+
+    Lives at `<mmap_dir>/<dataset id>/<split>-<column>.npy` with a `.json` sidecar recording
+    what it must hold; training reads tokens from it, not from the verified shards, so it is
+    verified when opened (hashed once per process per file) and rebuilt when it disagrees.
+    """
+    ident = dataset_id(manifest)
+    cache = Path(mmap_dir).resolve() / ident / f"{split}-{column}.npy"  # one key per file
+    expected = {
+        "version": MMAP_CACHE_VERSION,
+        "dataset": ident,
+        "split": split,
+        "column": column,
+        "rows": sum(shard["rows"] for shard in manifest["splits"][split]["shards"]),
+        "seq_len": manifest["seq_len"],
+    }
+    try:
+        return _open_verified_cache(cache, expected)
+    except FileNotFoundError:
+        pass  # first load
+    except _StaleCache as err:
+        print(f"warning: rebuilding memory-map cache {cache}: {err}", file=sys.stderr, flush=True)
+    _build_cache(directory, split, manifest, column, cache, expected)
+    try:
+        return _open_verified_cache(cache, expected)
+    except (FileNotFoundError, _StaleCache) as err:  # something else is damaging the folder
+        raise RuntimeError(
+            f"memory-map cache {cache} fails right after its rebuild: {err}"
+        ) from err
 
 
 def read_split(
@@ -194,9 +312,17 @@ def read_split(
     manifest: dict[str, Any] | None = None,
     extras: tuple[str, ...] = (),
     memory_map: bool = False,
+    mmap_dir: Path | None = None,
 ) -> PuzzleArrays:
     """Load one split as PuzzleArrays. `extras` selects extra columns; with `memory_map` the
-    token arrays are memory-mapped (see `_memory_mapped_tokens`) instead of read into memory."""
+    token arrays are memory-mapped (see `_memory_mapped_tokens`) instead of read into memory,
+    from a cache under `mmap_dir`: required then, and outside the dataset folder, which for a
+    local store is the store's own copy and must hold only what was published."""
+    if memory_map:
+        if mmap_dir is None:
+            raise ValueError("memory_map=True needs mmap_dir, the folder for the token cache")
+        if Path(mmap_dir).resolve().is_relative_to(Path(directory).resolve()):
+            raise ValueError(f"mmap_dir {mmap_dir} is inside the dataset folder {directory}")
     manifest = manifest or read_manifest(directory)
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} not in dataset; it has {sorted(manifest['splits'])}")
@@ -212,8 +338,8 @@ def read_split(
     # Column projection: with memory_map only the small index columns are read here.
     table = pa.concat_tables([pq.read_table(path, columns=wanted) for path in shards])
     if memory_map:
-        inputs = _memory_mapped_tokens(directory, split, manifest, "inputs")
-        labels = _memory_mapped_tokens(directory, split, manifest, "labels")
+        inputs = _memory_mapped_tokens(directory, split, manifest, "inputs", mmap_dir)
+        labels = _memory_mapped_tokens(directory, split, manifest, "labels", mmap_dir)
     else:
         inputs = _matrix(table["inputs"], seq_len).copy()
         labels = _matrix(table["labels"], seq_len).copy()

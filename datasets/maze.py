@@ -14,66 +14,81 @@ is still a valid shortest path, which is what `MazeValidity` scores.
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from datasets.csv_source import CsvChunk, CsvSource, Selection
 from datasets.generators import maze as maze_generator
-from datasets.validation import raise_row_errors
+from datasets.validation import RowErrors
 
 VOCAB_SIZE = 6
 TOKEN_NAMES = ["PAD", "#", "_", "S", "G", "o"]  # inspect shows open cells as '_'
 
 
-def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+HEADER = ["source", "question", "answer", "rating"]
+CELLS = 900  # 30×30
+QUESTION_CHARACTERS, ANSWER_CHARACTERS = " #SG", maze_generator.CHARSET
+ALLOWED = np.zeros((2, 256), dtype=bool)  # [question, answer] × byte
+ALLOWED[0, np.frombuffer(QUESTION_CHARACTERS.encode(), dtype=np.uint8)] = True
+ALLOWED[1, np.frombuffer(ANSWER_CHARACTERS.encode(), dtype=np.uint8)] = True
+
+
+def read_csv(
+    path: str | Path, keep: Callable[[int], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(questions, answers) as tokens [N, cells], ratings [N] and num_shortest_paths [N] (−1
-    when absent). Every row is validated; errors name their line numbers."""
-    path = Path(path)
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or header[:4] != ["source", "question", "answer", "rating"]:
-            raise ValueError(
-                f"{path}: header must start with source,question,answer,rating, got {header}"
-            )
-        has_paths = "num_shortest_paths" in header
-        path_column = header.index("num_shortest_paths") if has_paths else None
-        rows = list(reader)
-    errors, kept, lines = [], [], []
-    width = len(rows[0][1]) if rows and len(rows[0]) > 1 else 0
-    for line, row in enumerate(rows, start=2):
-        if len(row) < 4:
-            errors.append(f"line {line}: expected at least 4 fields, got {len(row)}")
-        elif len(row[1]) != width or len(row[2]) != width or width != 900:
-            errors.append(
-                f"line {line}: question and answer must have 900 characters (30×30), "
-                f"got {len(row[1])} and {len(row[2])}"
-            )
-        elif set(row[1]) - set(" #SG") or set(row[2]) - set(maze_generator.CHARSET):
-            errors.append(f"line {line}: characters outside '# SGo' (question may not hold 'o')")
-        else:
-            kept.append(row)
-            lines.append(line)
-    if kept:
-        questions = maze_generator.to_tokens([r[1] for r in kept])
-        answers = maze_generator.to_tokens([r[2] for r in kept])
-        starts = (questions == maze_generator.START).sum(1)
-        goals = (questions == maze_generator.GOAL).sum(1)
-        ends_ok = (starts == 1) & (goals == 1)
-        for line in np.array(lines)[~ends_ok]:
-            errors.append(f"line {line}: a maze needs exactly one S and one G")
-        valid = np.zeros(len(kept), dtype=bool)
-        if ends_ok.any():
-            valid[ends_ok] = maze_generator.valid_shortest_paths(
-                questions[ends_ok], answers[ends_ok]
-            )
-        for line in np.array(lines)[ends_ok & ~valid]:
-            errors.append(f"line {line}: answer is not a shortest S→G path of the question")
-    raise_row_errors(path, errors)
-    ratings = np.array([float(r[3]) for r in kept], dtype=np.float64)
-    paths = np.array([float(r[path_column]) if has_paths else -1.0 for r in kept])
+    when the column is absent), read as they stream past (datasets.csv_source). Every row is
+    validated, shortest paths included; errors name their line numbers. `keep` as in
+    `sudoku.read_csv` (None keeps all)."""
+    source = CsvSource(path, HEADER)
+    has_paths = "num_shortest_paths" in source.header
+    selection = Selection(source.rows, keep)
+    questions = np.zeros((selection.size, CELLS), dtype=np.uint8)
+    answers = np.zeros_like(questions)
+    ratings = np.zeros(selection.size, dtype=np.float64)
+    paths = np.full(selection.size, -1.0)
+    for chunk in source.chunks():  # raises the errors of every row after the last chunk
+        q, a = _parse_grids(chunk, source.errors)
+        rows, positions = selection.pick(chunk.start, len(chunk))
+        questions[positions], answers[positions] = q[rows], a[rows]
+        ratings[positions] = chunk.floats("rating", source.errors, empty=None)[rows]
+        if has_paths:
+            found = chunk.floats("num_shortest_paths", source.errors, empty=None)
+            paths[positions] = found[rows]
     return questions, answers, ratings, paths
+
+
+def _parse_grids(chunk: CsvChunk, errors: RowErrors) -> tuple[np.ndarray, np.ndarray]:
+    """One block's (questions, answers) as tokens, each row checked: width, characters, one S
+    and one G, and the answer a shortest S→G path. Bad rows go to `errors` (and come back as
+    garbage, never returned by read_csv)."""
+    q_raw, a_raw, shaped = chunk.question_and_answer(CELLS, errors, " (30×30)")
+    characters_ok = ALLOWED[0, q_raw].all(1) & ALLOWED[1, a_raw].all(1)
+    errors.add(
+        chunk.lines[shaped & ~characters_ok],
+        f"characters outside {ANSWER_CHARACTERS!r} (question may not hold 'o')",
+    )
+    good = shaped & characters_ok
+    questions = maze_generator.to_tokens(q_raw, strict=False)  # bad rows: PAD, never returned
+    answers = maze_generator.to_tokens(a_raw, strict=False)
+    starts = (questions == maze_generator.START).sum(1)
+    goals = (questions == maze_generator.GOAL).sum(1)
+    ends_ok = good & (starts == 1) & (goals == 1)
+    ends_bad = np.flatnonzero(good & ~ends_ok)
+    errors.add(
+        chunk.lines[ends_bad],
+        lambda i: (
+            f"a maze needs exactly one S and one G, got {starts[ends_bad[i]]} S and "
+            f"{goals[ends_bad[i]]} G"
+        ),
+    )
+    valid = np.zeros(len(chunk), dtype=bool)
+    if ends_ok.any():
+        valid[ends_ok] = maze_generator.valid_shortest_paths(questions[ends_ok], answers[ends_ok])
+    errors.add(chunk.lines[ends_ok & ~valid], "answer is not a shortest S→G path of the question")
+    return questions, answers
 
 
 def dihedral_copies(tokens: np.ndarray) -> np.ndarray:

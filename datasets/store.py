@@ -8,6 +8,8 @@ A dataset lives at `<root>/<dataset_id>/` (manifest.json + shards). Only a prese
 makes a dataset: uploads write it last, so an interrupted upload is invisible. Every fetch
 verifies every shard's sha256 against the manifest and the manifest against the id; a mismatch
 raises `DatasetIntegrityError` and the bad copy is never used (a bad cached copy is replaced).
+Putting a dataset whose id is already stored verifies the stored copy and re-publishes whatever
+is missing or damaged (a rebuild repairs a damaged store); `verify(id)` lists what is wrong.
 
 S3 uses the standard AWS configuration from the environment (`AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3` for S3-compatible
@@ -17,11 +19,13 @@ servers): boto3 for uploads (multipart above 64 MiB, retries with backoff) and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,6 +33,7 @@ from datasets.format import MANIFEST, canonical_json, dataset_id, read_manifest,
 
 DEFAULT_CACHE = Path(".trm") / "cache" / "datasets"
 REQUESTS = "requests"  # build request digest → dataset id, beside the datasets
+REPAIR_HINT = "running the same build again re-publishes what is missing or damaged"
 
 
 class DatasetIntegrityError(ValueError):
@@ -76,6 +81,10 @@ class _LocalBackend:
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
 
+    def digest(self, key: str) -> str | None:
+        path = self.root / key
+        return sha256_file(path) if path.is_file() else None
+
     def list_ids(self) -> list[str]:
         if not self.root.exists():
             return []
@@ -109,12 +118,27 @@ class _S3Backend:
             return None
 
     def download(self, key: str, target: Path) -> None:
-        with (
-            self.fs.open_input_stream(f"{self.bucket}/{self._key(key)}") as stream,
-            open(target, "wb") as out,
-        ):
+        with self._open(key) as stream, open(target, "wb") as out:
             while block := stream.read(1 << 22):
                 out.write(block)
+
+    def _open(self, key: str):
+        """An input stream of `key`; FileNotFoundError when the object does not exist."""
+        path = f"{self.bucket}/{self._key(key)}"
+        if self.fs.get_file_info(path).type.name == "NotFound":
+            raise FileNotFoundError(path)
+        return self.fs.open_input_stream(path)
+
+    def digest(self, key: str) -> str | None:
+        try:
+            stream = self._open(key)
+        except FileNotFoundError:
+            return None
+        digest = hashlib.sha256()
+        with stream:
+            while block := stream.read(1 << 22):
+                digest.update(block)
+        return digest.hexdigest()
 
     def upload(self, source: Path, key: str) -> None:
         self.client.upload_file(str(source), self.bucket, self._key(key), Config=self.transfer)
@@ -153,23 +177,51 @@ class DatasetStore:
         self.cache_dir = Path(cache_dir or DEFAULT_CACHE).resolve()
 
     # ---- write ----------------------------------------------------------------------------
-    def put(self, built_dir: str | os.PathLike) -> str:
-        """Copy a built dataset folder into the store (shards first, manifest last)."""
+    def put(self, built_dir: str | os.PathLike, log: Callable[[str], None] | None = None) -> str:
+        """Copy a built dataset folder into the store (shards first, manifest last). When the
+        id is already stored, only what is missing or damaged there is published again (and
+        reported through `log`); raises DatasetIntegrityError unless the result verifies."""
         built = Path(built_dir)
         manifest = read_manifest(built)
         ident = dataset_id(manifest)
-        if self.exists(ident):
-            return ident  # content-addressed: already there
         for shard in _shards(manifest):
-            actual = sha256_file(built / shard["path"])
-            if actual != shard["sha256"]:
-                raise DatasetIntegrityError(
-                    f"{built / shard['path']}: sha256 {actual} does not "
-                    f"match the manifest's {shard['sha256']}"
-                )
-            self.backend.upload(built / shard["path"], f"{ident}/{shard['path']}")
-        self.backend.upload(built / MANIFEST, f"{ident}/{MANIFEST}")
+            _verify(built / shard["path"], shard["sha256"], ident)
+        stored = self.exists(ident)
+        damaged = self.verify(ident) if stored else []
+        if stored and not damaged:
+            return ident  # content-addressed: already there and intact
+        for shard in _shards(manifest):
+            key = f"{ident}/{shard['path']}"
+            if not stored or self.backend.digest(key) != shard["sha256"]:
+                self.backend.upload(built / shard["path"], key)
+        self.backend.upload(built / MANIFEST, f"{ident}/{MANIFEST}")  # last
+        if damaged and log is not None:
+            log(f"repaired dataset {ident} in {self.uri}: {'; '.join(damaged)}")
+        remaining = self.verify(ident)
+        if remaining:
+            raise DatasetIntegrityError(
+                f"dataset {ident} in {self.uri} does not verify after publishing: "
+                + "; ".join(remaining)
+            )
         return ident
+
+    def verify(self, ident: str) -> list[str]:
+        """What is wrong with the stored copy of `ident` (empty when it verifies): a missing or
+        modified manifest, missing shards, shards whose sha256 differs from the manifest's."""
+        try:
+            manifest = self.manifest(ident)
+        except (DatasetNotFoundError, DatasetIntegrityError, ValueError) as err:
+            return [str(err)]
+        problems = []
+        for shard in _shards(manifest):
+            actual = self.backend.digest(f"{ident}/{shard['path']}")
+            if actual is None:
+                problems.append(f"shard {shard['path']} is missing")
+            elif actual != shard["sha256"]:
+                problems.append(
+                    f"shard {shard['path']} has sha256 {actual[:12]}…, not {shard['sha256'][:12]}…"
+                )
+        return problems
 
     def remember(self, request: str, ident: str) -> None:
         """Record that build request `request` (a digest of task and arguments) gave `ident`,
@@ -226,7 +278,13 @@ class DatasetStore:
             os.close(fd)
             tmp = Path(tmp_name)
             try:
-                self.backend.download(f"{ident}/{shard['path']}", tmp)
+                try:
+                    self.backend.download(f"{ident}/{shard['path']}", tmp)
+                except FileNotFoundError:
+                    raise DatasetIntegrityError(
+                        f"dataset {ident}: shard {shard['path']} is missing from {self.uri}; "
+                        f"{REPAIR_HINT}"
+                    ) from None
                 _verify(tmp, shard["sha256"], ident, shown=shard["path"])
                 os.replace(tmp, path)
             finally:
@@ -244,5 +302,5 @@ def _verify(path: Path, expected: str, ident: str, shown: str | None = None) -> 
     if actual != expected:
         raise DatasetIntegrityError(
             f"dataset {ident}: shard {shown or path} has sha256 {actual}, "
-            f"the manifest says {expected}; the copy was not used"
+            f"the manifest says {expected}; the copy was not used; {REPAIR_HINT}"
         )

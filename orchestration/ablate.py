@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from orchestration.resources import auto_gpu_shares, check_gpus_per_trial  # noqa: E402
 from orchestration.suite import Suite, available_suites, load_suite  # noqa: E402
-from orchestration.tasks import task_shape, task_spec  # noqa: E402
+from orchestration.tasks import task_shape  # noqa: E402
 from orchestration.tracking import (  # noqa: E402
     Tracker,
     default_artifact_location,
@@ -74,21 +74,18 @@ def _absolute(path: str | None, default: Path) -> str:
 
 
 def ensure_dataset(task: str, arguments: dict[str, Any], store_uri: str, base: Path):
-    """Build the suite's dataset once per store (content-addressed): the store remembers which
-    dataset each build request gave, so a retry on a fresh cluster reuses it."""
-    from datasets.build import build
+    """(dataset id, manifest) of the suite's data for `task`, built once per store: the store
+    remembers each build request by what decides its bytes (builder version, arguments, source
+    identity), so a retry on a fresh cluster reuses it, a fixed builder builds anew, and a
+    damaged copy is rebuilt (datasets.build.ensure). A scale may name another builder."""
+    from datasets.build import ensure
     from datasets.store import DatasetStore
 
-    request = hashlib.sha256(json.dumps([task, arguments], sort_keys=True).encode())
-    request = request.hexdigest()[:24]
-    store = DatasetStore(store_uri, cache_dir=base / ".trm" / "cache" / "datasets")
-    ident = store.recall(request)
-    if ident is None:
-        arguments = dict(arguments)
-        builder = arguments.pop("builder", None) or task_spec(task).builder
-        ident = build(builder, store_uri, **arguments)
-        store.remember(request, ident)
-    return ident, store.manifest(ident)
+    arguments = dict(arguments)
+    builder = arguments.pop("builder", None) or task
+    cache = base / ".trm" / "cache"
+    ident = ensure(builder, arguments, store_uri, cache_dir=cache)
+    return ident, DatasetStore(store_uri, cache_dir=cache / "datasets").manifest(ident)
 
 
 def _axis_tags(model: ModelConfig, train: TrainConfig) -> dict[str, str]:

@@ -11,8 +11,9 @@ arms asked for exist, every arm resolves to valid model/train configs and change
 axes it declares, the GPU share is allowed and the scale has data settings for the suite's task.
 
 What it cannot check without building the dataset: the exact number of puzzle ids (ARC's
-puzzle-embedding table is sized by the data); it validates with the task's fixed token layout
-and one puzzle id, which changes no ablation axis.
+puzzle-embedding table is sized by the data); it validates with the token layout the scale's
+data settings give (datasets/tasks/: `scale=mini` builds 6×6 Sudoku) and one puzzle id, which
+changes no ablation axis.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class CheckedCommand:
     arms: tuple[str, ...]
     seeds: int
     trials: int  # arms x seeds for a grid; the search's samples for a search
+    shapes: dict[str, dict[str, int]]  # task → the model fields its data fixes (from its layout)
 
 
 def parse(command: str) -> tuple[str, ...]:
@@ -121,34 +123,21 @@ def compose(overrides: tuple[str, ...] | list[str], env: Mapping[str, str]) -> d
         raise CommandError(f"{type(err).__name__}: {err}") from None
 
 
-def task_shape_without_data(task: str) -> dict[str, int]:
-    """The ModelConfig fields a task's data fixes, from its token layout (no build needed)."""
-    from datasets import arc, maze, sudoku, tiny_sudoku
-
-    layouts = {
-        "sudoku": (sudoku.VOCAB_SIZE, sudoku.CELLS),
-        "sudoku_mini": (sudoku.VOCAB_SIZE, sudoku.CELLS),
-        "tiny_sudoku": (tiny_sudoku.VOCAB_SIZE, tiny_sudoku.CELLS),
-        "maze": (maze.VOCAB_SIZE, 30 * 30),  # 30×30 grids, row-major
-        "arc1": (arc.VOCAB_SIZE, arc.SEQ_LEN),
-        "arc2": (arc.VOCAB_SIZE, arc.SEQ_LEN),
-    }
-    if task not in layouts:
-        raise CommandError(f"no token layout known for task {task!r}; known: {sorted(layouts)}")
-    vocab_size, seq_len = layouts[task]
-    return {"vocab_size": vocab_size, "seq_len": seq_len, "num_puzzle_ids": 1}
-
-
 def check(command: str, env: Mapping[str, str] | None = None) -> CheckedCommand:
     """Parse, compose and validate an ablate command as it would run under `env`: the same
     checks as `ablate.plan`, with the task's token layout standing in for its dataset."""
     from orchestration.ablate import read_request
+    from orchestration.tasks import shape_without_data
 
     overrides = parse(command)
     cfg = compose(overrides, env or {})
     try:
         request = read_request(cfg)
-        request.validate({task: task_shape_without_data(task) for task in request.suite.tasks})
+        shapes = {
+            task: shape_without_data(task, request.data_arguments.get(task))
+            for task in request.suite.tasks
+        }
+        request.validate(shapes)
     except CommandError:
         raise
     except ValueError as err:  # unknown suite or arm, GPU share, data settings, field values
@@ -158,7 +147,15 @@ def check(command: str, env: Mapping[str, str] | None = None) -> CheckedCommand:
         suite.search["num_samples"] if suite.kind == "search" else len(request.arms) * request.seeds
     )
     return CheckedCommand(
-        overrides, cfg, suite.name, suite.kind, suite.task, request.arms, request.seeds, trials
+        overrides,
+        cfg,
+        suite.name,
+        suite.kind,
+        suite.task,
+        request.arms,
+        request.seeds,
+        trials,
+        shapes,
     )
 
 

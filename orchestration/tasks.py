@@ -1,58 +1,25 @@
-"""What orchestration needs to know per task: how to build its dataset at a scale, which extra
-columns evaluation reads, and which evaluation hooks score it (TRM_SPEC §4)."""
+"""Data for a trial: the fields a task's data fixes in the model, the trial's Trainer, and its
+verified dataset with the task record (datasets/tasks/) that scores it (TRM_SPEC §4)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from datasets import arc, maze
 from datasets.format import read_manifest, read_split
 from datasets.store import DatasetStore
-from trm_core import EvalHook, GroupedExactAccuracy, ModelConfig, TrainConfig, Trainer
+from datasets.task import task as data_task
+from trm_core import ModelConfig, TrainConfig, Trainer
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    builder: str  # task name for datasets.build
-    extras: tuple[str, ...]  # test-split columns the hooks read
-    hooks: Callable[[dict[str, Any]], list[EvalHook]]  # manifest → fresh hooks
-
-
-TASKS: dict[str, TaskSpec] = {
-    "tiny_sudoku": TaskSpec(
-        "tiny_sudoku", ("givens",), lambda manifest: [GroupedExactAccuracy("givens")]
-    ),
-    "sudoku": TaskSpec("sudoku", (), lambda manifest: []),
-    # scale=mini's Sudoku: graded blanks, scored per level too (MINI_SCALE.md)
-    "sudoku_mini": TaskSpec(
-        "sudoku_mini", ("blanks",), lambda manifest: [GroupedExactAccuracy("blanks")]
-    ),
-    "maze": TaskSpec("maze", (), lambda manifest: [maze.MazeValidity()]),
-    "arc1": TaskSpec(
-        "arc1",
-        arc.VOTING_COLUMNS,
-        lambda manifest: [
-            arc.ArcVoting(test_pairs_per_task=np.array(manifest["arc"]["test_pairs_per_task"]))
-        ],
-    ),
-    "arc2": TaskSpec(
-        "arc2",
-        arc.VOTING_COLUMNS,
-        lambda manifest: [
-            arc.ArcVoting(test_pairs_per_task=np.array(manifest["arc"]["test_pairs_per_task"]))
-        ],
-    ),
-}
-
-
-def task_spec(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
-    return TASKS[name]
+def shape_without_data(task: str, arguments: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """The ModelConfig fields a task's data fixes, from its token layout (datasets/tasks/)
+    without building: `arguments` are the scale's data settings, which may name another
+    builder (`scale=mini` builds 6×6 `sudoku_mini` for the sudoku task) and its sizes."""
+    arguments = dict(arguments or {})
+    builder = arguments.pop("builder", None) or task
+    layout = data_task(builder).layout(arguments)
+    return {"vocab_size": layout.vocab_size, "seq_len": layout.seq_len, "num_puzzle_ids": 1}
 
 
 def task_shape(manifest: dict[str, Any]) -> dict[str, int]:
@@ -74,13 +41,15 @@ def trial_trainer(spec: dict[str, Any], device: Any = None) -> Trainer:
 
 
 def open_trial_data(spec: dict[str, Any]):
-    """(manifest, task spec, train split memory-mapped, test split with the hooks' columns)
+    """(manifest, task record, train split memory-mapped, test split with the hooks' columns)
     of a trial's verified dataset; the data's own task decides its scoring."""
-    local = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"]).fetch(
-        spec["dataset"]["id"]
-    )
+    store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
+    local = store.fetch(spec["dataset"]["id"])
     manifest = read_manifest(local)  # verified by fetch: no second read from the store
-    task = task_spec(manifest["task"])
-    train = read_split(local, "train", manifest, memory_map=True)
-    test = read_split(local, "test", manifest, extras=task.extras)
+    task = data_task(manifest["task"])
+    # Token maps go beside the datasets cache, not in it (its sub-folders are dataset ids) nor
+    # in `local`, which for a local store is the store's own folder.
+    mmap_dir = store.cache_dir.parent / "mmap"
+    train = read_split(local, "train", manifest, memory_map=True, mmap_dir=mmap_dir)
+    test = read_split(local, "test", manifest, extras=task.eval_columns)
     return manifest, task, train, test

@@ -183,6 +183,6 @@ def _train(
         budget["steps"],
         eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
         eval_every=budget["eval_every"],
-        hooks=lambda: task.hooks(manifest),
+        hooks=lambda: task.eval_hooks(manifest),
         callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader, progress)],
     )

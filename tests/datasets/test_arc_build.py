@@ -22,7 +22,6 @@ def test_small_arc1_build_scores_perfect_predictions(tmp_path):
         "arc1",
         tmp_path,
         quiet=True,
-        name="arc1",
         concept_dir=str(CONCEPT),
         augment=4,
         seed=42,

@@ -126,10 +126,12 @@ def test_bad_store_uris_are_explained():
 
 
 def test_memory_mapped_split_equals_the_in_memory_one(tmp_path):
-    ident = _tiny(tmp_path)
-    local = DatasetStore(tmp_path).fetch(ident)
+    ident = _tiny(tmp_path / "store")
+    local = DatasetStore(tmp_path / "store").fetch(ident)
     plain = read_split(local, "train", extras=("givens",))
-    mapped = read_split(local, "train", extras=("givens",), memory_map=True)
+    mapped = read_split(
+        local, "train", extras=("givens",), memory_map=True, mmap_dir=tmp_path / "mmap"
+    )
     assert isinstance(mapped.inputs, np.memmap)
     assert (mapped.inputs == plain.inputs).all() and (mapped.labels == plain.labels).all()
     assert (mapped.group_indices == plain.group_indices).all()

@@ -16,9 +16,9 @@ SUDOKU = dict(vocab_size=11, seq_len=81, num_puzzle_ids=1)
 
 def shapes(suite) -> dict[str, dict[str, int]]:
     """Every task of the suite at its real token layout (ARC: 30x30 + EOS layout)."""
-    from orchestration.command import task_shape_without_data
+    from orchestration.tasks import shape_without_data
 
-    return {task: task_shape_without_data(task) for task in suite.tasks}
+    return {task: shape_without_data(task) for task in suite.tasks}
 
 
 @pytest.mark.parametrize("name", available_suites())
@@ -160,3 +160,13 @@ def test_every_arm_of_every_suite_trains_one_step_at_smoke_scale(name):
         trainer = Trainer(model, train, device="cpu")
         metrics = trainer.train_step(random_batch(model, train.global_batch_size, seed=0))
         assert math.isfinite(metrics["loss"]), (name, arm.name)
+
+
+def test_command_check_validates_mini_sudoku_at_the_shape_mini_trains():
+    """scale=mini builds 6x6 sudoku_mini for the sudoku task: 36 cells, not Sudoku's 81."""
+    from orchestration.command import check
+
+    checked = check("python -m orchestration.ablate suite=paper scale=mini", {})
+    assert checked.shapes["sudoku"] == dict(vocab_size=8, seq_len=36, num_puzzle_ids=1)
+    paper = check("python -m orchestration.ablate suite=paper scale=paper", {})
+    assert paper.shapes["sudoku"] == dict(vocab_size=11, seq_len=81, num_puzzle_ids=1)

@@ -1,0 +1,60 @@
+"""Mini Sudoku (datasets.mini_sudoku): generated box Sudoku with graded blanks, the `scale=mini`
+stand-in for Sudoku-Extreme, scored overall and per blank level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datasets import mini_sudoku
+from datasets.build_steps import Progress, check_counts, manifest_body, write_splits
+from datasets.task import Arguments, Task, TokenLayout, generated_source, grouped_exact_accuracy
+
+
+def layout(arguments: Arguments) -> TokenLayout:
+    rows, cols = arguments.get("box") or mini_sudoku.DEFAULT_BOX
+    side = rows * cols
+    return TokenLayout(tuple(mini_sudoku.token_names(side)), side * side, (side, side))
+
+
+def build(
+    staging: Path,
+    progress: Progress,
+    *,
+    train: int,
+    test: int,
+    seed: int,
+    blanks: list[int] | None = None,
+    box: list[int] | None = None,
+) -> dict[str, Any]:
+    levels = tuple(blanks or mini_sudoku.DEFAULT_BLANKS)
+    box = tuple(box or mini_sudoku.DEFAULT_BOX)
+    grid = layout({"box": box})
+    check_counts(1, train=train, test=test)
+    train_arrays, test_arrays = mini_sudoku.build(train, test, seed, levels, box)
+    progress(f"generated {grid.grid[0]}x{grid.grid[1]} puzzles")
+    splits = write_splits(staging, progress, train=train_arrays, test=test_arrays)
+    return manifest_body(
+        {"train": train, "test": test, "blanks": list(levels), "box": list(box)},
+        seed,
+        generated_source({}),
+        grid,
+        1,
+        splits,
+    )
+
+
+TASKS = (
+    Task(
+        name="sudoku_mini",
+        builder_version=1,
+        build=build,
+        stages=2,
+        layout=layout,
+        cli_arguments=lambda args: dict(
+            train=args.train, test=args.test, blanks=args.blanks, box=args.box
+        ),
+        eval_columns=("blanks",),
+        eval_hooks=grouped_exact_accuracy("blanks"),
+    ),
+)
