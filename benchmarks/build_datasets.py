@@ -1,6 +1,7 @@
 """Wall time and peak memory of dataset builds (each build runs in its own process).
 
-    python benchmarks/build_datasets.py [--sudoku-source DIR] [--only sudoku|sudoku-full|arc1]
+    python benchmarks/build_datasets.py [--sudoku-source DIR] [--maze-source DIR]
+                                        [--only sudoku|sudoku-full|maze|arc1]
                                         [--arc-augment 1000] [--concept-dir DIR]
 
 Sudoku: 1000 puzzles × (1000 augmentations + original) = 1,001,000 training examples. Without
@@ -10,6 +11,10 @@ Sudoku full size (`--only sudoku-full`, not part of the default run): the same b
 timing-only source the size of the published Sudoku-Extreme (3.8M train + 423k test rows, about
 780 MB), written once under .trm/cache/bench/ and reused; printed beside the official builder's
 figures as the reference they are.
+Maze (`--only maze`, not part of the default run): the paper's build (1000 train + 1000 test
+30×30 mazes, train × 8 dihedral images) through the CSV path, every row checked to be a shortest
+path. Without `--maze-source` a source is generated once with `datasets.generate maze` (about
+4 min on 2 cores) under .trm/cache/bench/ and reused.
 ARC-AGI-1: training + evaluation + ConceptARC with `--arc-augment` versions per task (the
 paper's 1000 by default). Prints figures and the load average (other jobs on the same cores
 slow a build down); asserts nothing.
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +37,9 @@ import numpy as np
 from datasets import sudoku
 
 FULL_TRAIN, FULL_TEST = 3_831_994, 423_000  # about the published Sudoku-Extreme CSVs
-FULL_SOURCE = Path(".trm") / "cache" / "bench" / "sudoku-full-v1"  # v1: this file's recipe
+BENCH_CACHE = Path(".trm") / "cache" / "bench"
+FULL_SOURCE = BENCH_CACHE / "sudoku-full-v1"  # v1: this file's recipe
+MAZE_SOURCE = BENCH_CACHE / "maze-1000-v1"  # generator seed 0, 1000 + 1000 mazes
 WRITE_CHUNK = 200_000  # rows generated and written at a time (bounds the writer's memory)
 # The official builder (HRM's build_sudoku_dataset.py) on a 3.83M-row source, 1000 × 1001,
 # measured on the same kind of 2-core machine (issue 10). A reference, not measured here.
@@ -63,17 +71,17 @@ def timing_source(directory: Path, train: int, test: int) -> Path:
     return directory
 
 
-def full_size_source(folder: Path = FULL_SOURCE) -> Path:
-    """The full-size timing source, written once: into a private folder renamed into place, so
-    a killed run leaves no half-written source that a later run would trust."""
+def cached_source(folder: Path, write: Callable[[Path], object]) -> Path:
+    """A timing source written once by `write(staging)`: into a private folder renamed into
+    place, so a killed run leaves no half-written source that a later run would trust."""
     if (folder / "test.csv").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
     try:
         started = time.perf_counter()
-        timing_source(staging, FULL_TRAIN, FULL_TEST)
-        print(f"wrote the full-size source in {time.perf_counter() - started:.1f} s", flush=True)
+        write(staging)
+        print(f"wrote {folder} in {time.perf_counter() - started:.1f} s", flush=True)
         os.rename(staging, folder)  # fails if another run published first: keep theirs
     except OSError:
         if not (folder / "test.csv").exists():
@@ -81,6 +89,20 @@ def full_size_source(folder: Path = FULL_SOURCE) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def full_size_source() -> Path:
+    return cached_source(FULL_SOURCE, lambda out: timing_source(out, FULL_TRAIN, FULL_TEST))
+
+
+def maze_source() -> Path:
+    def generate(out: Path) -> None:
+        command = ["datasets.generate", "maze", "--train", "1000", "--test", "1000"]
+        subprocess.run(
+            [sys.executable, "-m", *command, "--seed", "0", "--out", str(out)], check=True
+        )
+
+    return cached_source(MAZE_SOURCE, generate)
 
 
 def run_build(arguments: list[str]) -> tuple[float, float, str]:
@@ -109,7 +131,8 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sudoku-source", type=Path)
-    parser.add_argument("--only", choices=["sudoku", "sudoku-full", "arc1"], default=None)
+    parser.add_argument("--maze-source", type=Path)
+    parser.add_argument("--only", choices=["sudoku", "sudoku-full", "maze", "arc1"], default=None)
     parser.add_argument("--arc-augment", type=int, default=1000)
     parser.add_argument(
         "--concept-dir",
@@ -147,6 +170,12 @@ def main() -> None:
             print(
                 f"reference, the official builder on the same source size and kind of machine: "
                 f"{OFFICIAL_SECONDS} s, {OFFICIAL_PEAK_GIB} GiB (issue 10; not measured here)"
+            )
+        if args.only == "maze":
+            source = args.maze_source or maze_source()
+            report(
+                "maze 1000 x 8 dihedral (+1000 test)",
+                ["maze", "--dihedral", "--source", str(source)],
             )
         if args.only in (None, "arc1"):
             if not args.concept_dir.is_dir():
