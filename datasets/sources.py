@@ -47,9 +47,10 @@ def resolve_source(task: str, source: str, cache_dir: Path | None = None) -> Pat
             os.replace(tmp, path)
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             raise FileNotFoundError(
-                f"could not download {url} ({err}); without network, pass a folder holding "
-                f"{' and '.join(FILES)} as --source (e.g. from `python -m datasets.generate "
-                f"{task}`)"
+                f"could not download {url} ({err}); without network, give a folder holding "
+                f"{' and '.join(FILES)} (e.g. from `python -m datasets.generate {task}`) as the "
+                f"source: `--source DIR` to datasets.build, `scale.data.{task}.source=DIR` to "
+                "orchestration.ablate"
             ) from None
         finally:
             if os.path.exists(tmp):

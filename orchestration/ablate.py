@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -37,14 +38,22 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from orchestration.provenance import CodeIdentity, code_identity, run_tags  # noqa: E402
 from orchestration.resources import auto_gpu_shares, check_gpus_per_trial  # noqa: E402
-from orchestration.suite import Suite, available_suites, load_suite  # noqa: E402
+from orchestration.suite import (  # noqa: E402
+    FIELDS,
+    Resolution,
+    Suite,
+    available_suites,
+    describe_values,
+    load_suite,
+)
 from orchestration.tasks import task_shape  # noqa: E402
 from orchestration.tracking import (  # noqa: E402
     Tracker,
+    axis_tags,
     default_artifact_location,
     default_tracking_uri,
-    git_commit,
 )
 from trm_core.config import ModelConfig, TrainConfig  # noqa: E402
 from trm_core.flops import supervision_step_flops  # noqa: E402
@@ -88,12 +97,6 @@ def ensure_dataset(task: str, arguments: dict[str, Any], store_uri: str, base: P
     return ident, DatasetStore(store_uri, cache_dir=cache / "datasets").manifest(ident)
 
 
-def _axis_tags(model: ModelConfig, train: TrainConfig) -> dict[str, str]:
-    tags = {f"axis.{k}": str(v) for k, v in dataclasses.asdict(model).items()}
-    tags.update({"axis.ema": str(train.ema), "axis.ema_rate": str(train.ema_rate)})
-    return tags
-
-
 @dataclasses.dataclass(frozen=True)
 class Request:
     """What a command asks for, checked without data: the suite, its arms and seeds, the
@@ -106,22 +109,111 @@ class Request:
     data_arguments: dict[str, dict[str, Any]]  # task → build arguments
     cli_model: dict[str, Any]
     cli_train: dict[str, Any]
+    search_values: dict[str, Any] | None = None  # a search suite run as a grid at these values
+
+    @property
+    def is_search(self) -> bool:
+        return self.suite.kind == "search" and self.search_values is None
 
     def validate(self, task_shapes: dict[str, dict[str, int]]) -> None:
-        """Every arm resolves to valid configs and changes only the axes it declares."""
+        """Every arm resolves to valid configs, changes only the axes it declares, and keeps
+        its declared changes at this scale."""
         scale = self.scale
-        self.suite.validate(task_shapes, scale["model"], scale["train"])
+        self.suite.validate(
+            task_shapes, scale["model"], scale["train"], scale.get("shrink"), self.arms
+        )
         for arm in self.arms:
-            shape = task_shapes[self.suite.task_of(arm)]
-            self.suite.resolve(
-                arm, shape, scale["model"], scale["train"], self.cli_model, self.cli_train
+            self.resolution(arm, task_shapes[self.suite.task_of(arm)])
+
+    def resolution(self, arm: str, shape: dict[str, int]) -> Resolution:
+        """The arm as it runs: scale, shrink rule, command line and, for a search run as a
+        grid, the chosen values (applied like a command-line override of a searched field)."""
+        cli_model, cli_train = dict(self.cli_model), dict(self.cli_train)
+        for key, value in (self.search_values or {}).items():
+            group, _, name = key.partition(".")
+            (cli_model if group == "model" else cli_train)[name] = value
+        resolved = self.suite.resolution(arm, shape, self.scale, cli_model, cli_train)
+        if self.search_values:  # named in the label as chosen values, not as overrides
+            resolved = dataclasses.replace(
+                resolved,
+                label=f"{resolved.label} [{describe_values(self.search_values)}]",
+                overridden={
+                    k: v for k, v in resolved.overridden.items() if k not in self.search_values
+                },
             )
+        return resolved
+
+
+def _check_scale_blocks(suite: Suite, scale: dict[str, Any], tasks: tuple[str, ...]) -> None:
+    """A scale's `model:`/`train:` may not touch a field an arm owns; `shrink:` may name only
+    fields (it is the declared rule for owned ones)."""
+    owners = suite.owners(tasks)
+    for group in ("model", "train"):
+        for name in scale.get(group) or {}:
+            field = f"{group}.{name}"
+            # a searched field's scale value is only the baseline's; every sample replaces it
+            if [arm for arm in owners.get(field, []) if arm != "search.space"]:
+                raise SuiteError(
+                    f"scale {scale['name']!r} sets {field}, which arms {owners[field]} of suite "
+                    f"{suite.name!r} declare (in `axes` or `set`); a scale may change such a "
+                    "field only through its `shrink:` block, which leaves the arms that declare "
+                    "it alone and shows the change in the others' labels"
+                )
+    for field in scale.get("shrink") or {}:
+        if field not in FIELDS:
+            raise SuiteError(
+                f"scale {scale['name']!r} shrink: {field!r} is not a model.* or train.* field"
+            )
+
+
+def _check_overrides(request: Request, allow_declared: bool) -> None:
+    """A command-line override of a field an arm owns would change the arm while its label,
+    tags and paper column stay: refused unless explicitly opted into."""
+    owners = request.suite.owners(tuple(request.data_arguments))
+    clashes = {
+        f"{group}.{name}": owners[f"{group}.{name}"]
+        for group, values in (("model", request.cli_model), ("train", request.cli_train))
+        for name in values
+        if f"{group}.{name}" in owners
+    }
+    searched = [k for k, v in clashes.items() if "search.space" in v]
+    if searched:
+        raise SuiteError(
+            f"{searched} are searched by suite {request.suite.name!r}; a command-line value "
+            "would be replaced by every sample. To run chosen values as a grid arm, pass "
+            "search_values={field: value, ...}"
+        )
+    if clashes and not allow_declared:
+        shown = "; ".join(f"{field} is declared by arms {arms}" for field, arms in clashes.items())
+        raise SuiteError(
+            f"override of a field the suite's arms declare: {shown} (and the baseline "
+            f"{request.suite.baseline.name!r}'s value of it is what they are compared with). "
+            "Their rows would no "
+            "longer be what their labels and the paper column say. Drop the override, or pass "
+            "override_declared=true to run it anyway (the labels then name the override and "
+            "Δ paper is n/c)"
+        )
+
+
+def _search_values(suite: Suite, values: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not values:
+        return None
+    if suite.kind != "search":
+        raise SuiteError(f"search_values is for search suites; suite {suite.name!r} is a grid")
+    unknown = sorted(set(values) - set(suite.search["space"]))
+    if unknown:
+        raise SuiteError(
+            f"search_values: {unknown} are not searched by suite {suite.name!r}; its space is "
+            f"{sorted(suite.search['space'])}"
+        )
+    return dict(values)
 
 
 def read_request(cfg: dict[str, Any]) -> Request:
     """The composed config's request, or a SuiteError/ValueError naming what is wrong."""
     suite: Suite = load_suite(cfg["suite"])
     scale = cfg["scale"]
+    search_values = _search_values(suite, cfg.get("search_values"))
     # A search explores around the baseline; a grid runs every arm.
     default_arms = (
         [suite.baseline.name] if suite.kind == "search" else [a.name for a in suite.all_arms]
@@ -142,7 +234,8 @@ def read_request(cfg: dict[str, Any]) -> Request:
                 f"add scale.data.{task} (it has {sorted(data)})"
             )
         data_arguments[task] = {"seed": 0, **data[task]}
-    return Request(
+    _check_scale_blocks(suite, scale, tuple(data_arguments))
+    request = Request(
         suite=suite,
         scale=scale,
         arms=arms,
@@ -150,7 +243,10 @@ def read_request(cfg: dict[str, Any]) -> Request:
         data_arguments=data_arguments,
         cli_model={k: v for k, v in (cfg.get("model") or {}).items() if v is not None},
         cli_train={k: v for k, v in (cfg.get("train") or {}).items() if v is not None},
+        search_values=search_values,
     )
+    _check_overrides(request, bool(cfg.get("override_declared")))
+    return request
 
 
 def trial_budget(scale: dict[str, Any], task: str, manifest: dict, batch: int) -> dict[str, int]:
@@ -172,11 +268,21 @@ def trial_budget(scale: dict[str, Any], task: str, manifest: dict, batch: int) -
     return {"steps": steps, "eval_every": eval_every, "eval_batch_size": scale["eval_batch_size"]}
 
 
-def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Validate everything and resolve the suite into plain trial specs (nothing launched)."""
-    request = read_request(cfg)
+def plan(
+    cfg: dict[str, Any],
+    base: Path,
+    code: CodeIdentity | None = None,
+    request: Request | None = None,
+) -> dict[str, Any]:
+    """Validate everything and resolve the suite into plain trial specs (nothing launched).
+
+    The execution's name is a digest of what decides its results: every resolved trial spec
+    (configs, budget, dataset ids, labels) and the code (`code.label`: commit plus local
+    changes to the packages). The same command with the same code resumes it; other code or
+    another config is another execution."""
+    request = request or read_request(cfg)
+    code = code if code is not None else code_identity()
     suite, scale, arms, seeds = request.suite, request.scale, request.arms, request.seeds
-    cli_model, cli_train = request.cli_model, request.cli_train
     storage = {
         "datasets": _absolute(cfg["storage"]["datasets"], base / ".trm" / "datasets"),
         "results": _absolute(cfg["storage"]["results"], base / ".trm" / "ray_results"),
@@ -188,22 +294,20 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     }
     shapes = {task: task_shape(manifest) for task, (_, manifest) in datasets.items()}
     request.validate(shapes)
-    commit = git_commit(base)
     specs = []
     for arm in arms:
         task = suite.task_of(arm)
         dataset_id, manifest = datasets[task]
-        model, arm_train = suite.resolve(
-            arm, shapes[task], scale["model"], scale["train"], cli_model, cli_train
-        )
+        resolved = request.resolution(arm, shapes[task])
+        model, arm_train = resolved.model, resolved.train
         budget = trial_budget(scale, task, manifest, arm_train.global_batch_size)
-        for seed in range(seeds):
+        for seed in range(seeds if not request.is_search else 1):
             train = arm_train.replace(seed=seed)
             specs.append(
                 {
                     "suite": suite.name,
                     "arm": arm,
-                    "label": suite.arm(arm).label,
+                    "label": resolved.run_label,
                     "seed": seed,
                     "task": task,
                     "scale": scale["name"],
@@ -219,12 +323,18 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
                     },
                     "tags": {
                         "trm.suite": suite.name,
-                        "trm.label": suite.arm(arm).label,  # as run, whatever the file says later
+                        "trm.label": resolved.run_label,  # as run, whatever the file says later
                         "trm.task": task,
                         "trm.scale": scale["name"],
                         "trm.dataset_id": dataset_id,
-                        "trm.git_commit": commit,
-                        **_axis_tags(model, train),
+                        "trm.declared_override": str(resolved.declared_override).lower(),
+                        **(
+                            {"trm.search_values": json.dumps(request.search_values)}
+                            if request.search_values
+                            else {}
+                        ),
+                        **run_tags(code),
+                        **axis_tags(dataclasses.asdict(model), dataclasses.asdict(train)),
                     },
                     "inject_failure": (cfg.get("inject_failure") or {}).get(arm),
                 }
@@ -232,18 +342,37 @@ def plan(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     # Longest trials first (by model FLOPs per step): with fewer slots than trials the suite
     # then ends close to total work / slots instead of waiting on one slow arm started last.
     specs.sort(key=lambda s: -supervision_step_flops(ModelConfig(**s["model"]), training=True))
-    # The execution's name identifies what runs, not where: the same command from another
-    # working directory (a retried RayJob on a fresh cluster) must find the same experiment.
-    portable = [{**s, "dataset": {**s["dataset"], "cache": None}} for s in specs]
-    digest = hashlib.sha256(json.dumps(portable, sort_keys=True).encode()).hexdigest()[:10]
+    # The name identifies what runs, not where: the same command from another working
+    # directory (a retried RayJob on a fresh cluster) must find the same experiment; and not
+    # who (the user tag).
+    portable = [
+        {
+            **s,
+            "dataset": {**s["dataset"], "cache": None},
+            "tags": {k: v for k, v in s["tags"].items() if k != "mlflow.user"},
+        }
+        for s in specs
+    ]
+    config_digest = _digest([{**s, "tags": _without_code(s["tags"])} for s in portable])
     return {
         "suite": suite,
         "scale": scale,
+        "request": request,
         "specs": specs,
         "storage": storage,
-        "execution": f"{suite.name}-{scale['name']}-{digest}",
+        "code": code,
+        "config_digest": config_digest,
+        "execution": f"{suite.name}-{scale['name']}-{_digest([portable, code.label])}",
         "dataset_ids": {task: ident for task, (ident, _) in datasets.items()},
     }
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _without_code(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k not in run_tags(CodeIdentity("", ""))}
 
 
 SEARCH_KEY_SEPARATOR = "__"  # search params are flat keys: "train__lr" for train.lr
@@ -300,8 +429,16 @@ def _trial_name(trial) -> str:
 
 def _progress_callback(total: int):
     """One line per evaluation and per ended trial. Tune's own tables (verbose=1) print every
-    trial's whole spec at its start and end, which buries the numbers."""
+    trial's whole spec at its start and end, which buries the numbers. A search trial is named
+    by its trial id and sampled values (they share arm and seed)."""
     from ray import tune
+
+    def name(trial) -> str:
+        spec = trial.config["trial"]
+        values = trial.config.get("search")
+        if values:
+            return f"{spec['arm']}/{trial.trial_id}{_describe_search(values)}"
+        return f"{spec['arm']}/seed{spec['seed']}"
 
     class ProgressLines(tune.Callback):
         def __init__(self):
@@ -310,7 +447,7 @@ def _progress_callback(total: int):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             spec = trial.config["trial"]
             print(
-                f"{spec['arm']}/seed{spec['seed']}: step {int(result.get('step', 0))}"
+                f"{name(trial)}: step {int(result.get('step', 0))}"
                 f"/{spec['budget']['steps']}  exact "
                 f"{100 * result.get('eval/exact_accuracy', float('nan')):.1f} %  token "
                 f"{100 * result.get('eval/token_accuracy', float('nan')):.1f} %",
@@ -319,11 +456,7 @@ def _progress_callback(total: int):
 
         def _ended(self, trial, outcome: str) -> None:
             self.ended += 1
-            spec = trial.config["trial"]
-            print(
-                f"{spec['arm']}/seed{spec['seed']}: {outcome} ({self.ended} of {total} ended)",
-                flush=True,
-            )
+            print(f"{name(trial)}: {outcome} ({self.ended} of {total} ended)", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._ended(trial, "finished")
@@ -334,14 +467,109 @@ def _progress_callback(total: int):
     return ProgressLines()
 
 
-def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
+def _start_ray(cluster: dict[str, Any]) -> None:
     import ray
+
+    if ray.is_initialized():
+        return
+    if cluster["address"]:
+        ray.init(address=cluster["address"])
+    else:
+        ray.init(
+            num_cpus=cluster["num_cpus"],
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
+
+
+def _check_gpus(scale: dict[str, Any]) -> None:
+    """Before any dataset is built or downloaded: a GPU scale needs GPUs in the cluster."""
+    import ray
+
+    gpus = scale["gpus_per_trial"] or 0
+    if gpus and ray.cluster_resources().get("GPU", 0) < (1 if gpus == "auto" else min(gpus, 1)):
+        raise SuiteError(
+            f"scale {scale['name']!r} asks {gpus} GPU per trial but the Ray cluster "
+            "has no GPU; use scale=mini on a CPU machine or join a GPU cluster"
+        )
+
+
+def _parent_run(
+    tracker: Tracker, experiment_id: str, planned: dict[str, Any], execution: str, command: dict
+) -> str:
+    """The execution's MLflow parent run: found again on a resume, otherwise created with what
+    produced it (command line, overrides, code, diff, config digest). Says in one line when an
+    earlier execution of the same config ran other code."""
+    suite, scale, specs = planned["suite"], planned["scale"], planned["specs"]
+    code: CodeIdentity = planned["code"]
+    parent_tags = {"trm.execution": execution, "trm.role": "suite"}
+    parent = tracker.find_run(experiment_id, parent_tags)
+    if parent:
+        tracker.resume(parent)
+        return parent
+    earlier = tracker.client.search_runs(
+        [experiment_id],
+        f"tags.`trm.config_digest` = '{planned['config_digest']}' and "
+        f"tags.`trm.code` != '{code.label}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if earlier:
+        tags = earlier[0].data.tags
+        print(
+            f"code changed since execution {tags.get('trm.execution')} "
+            f"({tags.get('trm.code')} -> {code.label}): starting execution {execution}; "
+            "the earlier results stay in their own run",
+            file=sys.stderr,
+        )
+    request: Request = planned["request"]
+    parent = tracker.start_run(
+        experiment_id,
+        execution,
+        {
+            **parent_tags,
+            "trm.suite": suite.name,
+            "trm.kind": "search" if request.is_search else "grid",
+            "trm.scale": scale["name"],
+            "trm.dataset_id": ",".join(planned["dataset_ids"].values()),
+            "trm.config_digest": planned["config_digest"],
+            "trm.command": command["line"],
+            "trm.overrides": json.dumps(command["overrides"]),
+            **run_tags(code),
+        },
+        params={
+            "suite": suite.name,
+            "scale": scale,
+            "arms": list(dict.fromkeys(s["arm"] for s in specs)),
+            "seeds": max(s["seed"] for s in specs) + 1,
+            "datasets": planned["dataset_ids"],
+            "command": command["line"],
+            "overrides": command["overrides"] or "none",
+            "model": request.cli_model,
+            "train": request.cli_train,
+            "search_values": request.search_values or "none",
+        },
+    )
+    if code.diff:  # what "+diff.<digest>" in the code tag means, for whoever reads the run
+        tracker.log_text(parent, code.diff, "code/diff.patch")
+    return parent
+
+
+def launch(
+    cfg: dict[str, Any], base: Path, command: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Run the suite; `command`: {"line": the command line, "overrides": Hydra's overrides}."""
     from ray import tune
 
     from orchestration.trial import run_trial
 
-    planned = plan(cfg, base)
-    suite, scale, specs = planned["suite"], planned["scale"], planned["specs"]
+    command = command or {"line": "", "overrides": []}
+    request = read_request(cfg)
+    _start_ray(cfg["cluster"])
+    _check_gpus(request.scale)
+    planned = plan(cfg, base, request=request)
+    suite, scale = planned["suite"], planned["scale"]
     execution = planned["execution"]
     if not cfg.get("resume", True):
         execution = f"{execution}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -350,56 +578,42 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
     experiment_id = tracker.experiment(
         f"trm-lab/{suite.name}", default_artifact_location(base, tracking_uri)
     )
-    parent_tags = {"trm.execution": execution, "trm.role": "suite"}
-    parent = tracker.find_run(experiment_id, parent_tags)
-    if parent:
-        tracker.resume(parent)
-    else:
-        parent = tracker.start_run(
-            experiment_id,
-            execution,
-            {
-                **parent_tags,
-                "trm.suite": suite.name,
-                "trm.scale": scale["name"],
-                "trm.dataset_id": ",".join(planned["dataset_ids"].values()),
-                "trm.git_commit": git_commit(base),
-            },
-            params={
-                "suite": suite.name,
-                "scale": scale,
-                "arms": list(dict.fromkeys(s["arm"] for s in specs)),
-                "seeds": max(s["seed"] for s in specs) + 1,
-                "datasets": planned["dataset_ids"],
-            },
+    parent = _parent_run(tracker, experiment_id, planned, execution, command)
+    try:
+        rows = _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune)
+    except BaseException as err:  # nothing may leave the parent RUNNING
+        tracker.finish(
+            parent,
+            "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED",
+            error=f"{type(err).__name__}: {err}",
         )
+        raise
+    failed = sum(r["status"] == "FAILED" for r in rows)
+    tracker.finish(
+        parent,
+        "FAILED" if failed else "FINISHED",
+        error=f"{failed} trial(s) failed" if failed else None,
+    )
+    print_summary(suite, scale, rows)
+    from orchestration.report import report
+
+    print(report(suite.name, tracking_uri, run=parent, out=base / ".trm" / "reports"))
+    return rows
+
+
+def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune):
+    """Hand the specs to Ray Tune (a new Tuner, or the saved one on a resume); one row each."""
+    suite, scale, specs = planned["suite"], planned["scale"], planned["specs"]
+    request: Request = planned["request"]
     for spec in specs:
         spec["execution"] = execution
         spec["tracking"] = {
-            "uri": tracking_uri,
+            "uri": tracker.uri,
             "experiment_id": experiment_id,
             "parent_run_id": parent,
             "tags": spec.pop("tags"),
         }
-
-    cluster = cfg["cluster"]
-    if not ray.is_initialized():
-        if cluster["address"]:
-            ray.init(address=cluster["address"])
-        else:
-            ray.init(
-                num_cpus=cluster["num_cpus"],
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-            )
     gpus = scale["gpus_per_trial"] or 0
-    if gpus and ray.cluster_resources().get("GPU", 0) < (1 if gpus == "auto" else min(gpus, 1)):
-        tracker.finish(parent, "FAILED", error="suite needs GPUs; the cluster has none")
-        raise SuiteError(
-            f"scale {scale['name']!r} asks {gpus} GPU per trial but the Ray cluster "
-            "has no GPU; use scale=mini on a CPU machine or join a GPU cluster"
-        )
     cpus = scale["cpus_per_trial"]
     if gpus == "auto":  # one probe per arm measures its peak memory on a cluster GPU
         shares = auto_gpu_shares(specs, cpus)
@@ -416,11 +630,13 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
     storage_path, filesystem = _results_location(planned["storage"]["results"])
     experiment_path = f"{storage_path.rstrip('/')}/{execution}"
     search_config = {}
-    if suite.kind == "search":
+    if request.is_search:
         param_space = {"trial": specs[0], "search": _search_space(suite.search["space"])}
         search_config = _search_tune_config(suite, specs[0]["budget"])
+        total = suite.search["num_samples"]
     else:
         param_space = {"trial": tune.grid_search(specs)}
+        total = len(specs)
     if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):
         print(f"resuming {execution} from {experiment_path}", file=sys.stderr)
         tracker.mark_interrupted(experiment_id, parent)
@@ -447,7 +663,7 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
                 verbose=0,  # progress lines instead (_progress_callback)
-                callbacks=[_progress_callback(len(specs))],
+                callbacks=[_progress_callback(total)],
                 failure_config=tune.FailureConfig(max_failures=scale["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             ),
@@ -465,30 +681,15 @@ def launch(cfg: dict[str, Any], base: Path) -> list[dict[str, Any]]:
                 "error": str(result.error) if result.error else None,
             }
         )
-    failed = sum(r["status"] == "FAILED" for r in rows)
-    tracker.finish(
-        parent,
-        "FAILED" if failed else "FINISHED",
-        error=f"{failed} trial(s) failed" if failed else None,
-    )
-    print_summary(suite, scale, rows)
-    if suite.kind == "grid":
-        from orchestration.report import report
-
-        print(report(suite.name, tracking_uri, run=parent, out=base / ".trm" / "reports"))
     return rows
 
 
 def _describe_search(values: dict[str, Any]) -> str:
+    """ " [train.lr=0.00123, model.T=3]" for Tune's flat search keys ("train__lr"), else ""."""
     if not values:
         return ""
-    shown = ", ".join(
-        f"{k.replace(SEARCH_KEY_SEPARATOR, '.')}={v:.3g}"
-        if isinstance(v, float)
-        else f"{k.replace(SEARCH_KEY_SEPARATOR, '.')}={v}"
-        for k, v in sorted(values.items())
-    )
-    return f" [{shown}]"
+    dotted = {k.replace(SEARCH_KEY_SEPARATOR, "."): v for k, v in values.items()}
+    return f" [{describe_values(dotted)}]"
 
 
 def print_summary(suite: Suite, scale: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -508,9 +709,15 @@ def print_summary(suite: Suite, scale: dict[str, Any], rows: list[dict[str, Any]
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     values = OmegaConf.to_container(cfg, resolve=True)
+    command = {
+        "line": " ".join(["python -m orchestration.ablate", *map(shlex.quote, sys.argv[1:])]),
+        "overrides": list(HydraConfig.get().overrides.task),
+    }
     try:
-        rows = launch(values, Path.cwd())
+        rows = launch(values, Path.cwd(), command)
     except ValueError as err:  # SuiteError, config and data validation: nothing was launched
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -31,6 +31,7 @@ from typing import Any
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 MODULE = "orchestration.ablate"
 ENV_REFERENCE = re.compile(r"oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+MISSING_VARIABLE = re.compile(r"Environment variable '([A-Za-z_][A-Za-z0-9_]*)' not found")
 
 
 class CommandError(ValueError):
@@ -120,6 +121,14 @@ def compose(overrides: tuple[str, ...] | list[str], env: Mapping[str, str]) -> d
             cfg = hydra_compose("config", overrides=list(overrides))
             return OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # hydra and omegaconf raise several types; all mean "bad command"
+        missing = MISSING_VARIABLE.search(str(err))
+        if missing:
+            raise CommandError(
+                f"the command reads ${missing.group(1)} (from its storage, tracking or cluster "
+                "group), which this environment does not set. The cluster sets it; to check "
+                "the command here, set it as the cluster will, e.g. "
+                f"`{missing.group(1)}=... python -m orchestration.command \"...\"`"
+            ) from None
         raise CommandError(f"{type(err).__name__}: {err}") from None
 
 

@@ -9,9 +9,7 @@ Values that look like credentials are never logged.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -39,28 +37,11 @@ def default_tracking_uri(base: Path) -> str:
     return f"sqlite:///{(base / '.trm' / 'mlflow.db').resolve()}"
 
 
-def git_commit(directory: Path) -> str:
-    """The checkout's commit (suffixed -dirty with local changes); outside a checkout (the
-    image has no .git) TRM_GIT_COMMIT, set when the image is built; otherwise "unknown"."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get("TRM_GIT_COMMIT", "unknown")
+def axis_tags(model: dict[str, Any], train: dict[str, Any]) -> dict[str, str]:
+    """`axis.<field>` tags of what a trial runs (every model field, EMA), for MLflow filters."""
+    tags = {f"axis.{k}": str(v) for k, v in model.items()}
+    tags.update({"axis.ema": str(train["ema"]), "axis.ema_rate": str(train["ema_rate"])})
+    return tags
 
 
 def metric_name(name: str) -> str:

@@ -7,6 +7,8 @@ dict it is given (no Hydra state); paths in it are absolute or URIs.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import resource
 import tempfile
 import time
@@ -19,9 +21,11 @@ import yaml
 from ray import tune
 
 from datasets.loader import TrainBatches, eval_batches
+from orchestration.suite import describe_values
 from orchestration.tasks import open_trial_data, trial_trainer
-from orchestration.tracking import Tracker
+from orchestration.tracking import Tracker, axis_tags
 from trm_core import Trainer, TrainerCallback
+from trm_core.config import ModelConfig, TrainConfig
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -38,20 +42,54 @@ def run_tags(spec: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
-def apply_search(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The spec with a search sample's values (`train__lr` → train.lr) written in."""
+def apply_search(spec: dict[str, Any], values: dict[str, Any], trial_id: str) -> dict[str, Any]:
+    """The spec with a search sample's values (`train__lr` → train.lr) written in, and its
+    tags and label saying what this trial runs (not the baseline it was sampled around)."""
     spec = {**spec, "model": dict(spec["model"]), "train": dict(spec["train"])}
+    sampled = {}
     for key, value in values.items():
         group, _, name = key.partition("__")
-        spec[group][name] = value.item() if hasattr(value, "item") else value
-    spec["search_trial"] = tune.get_context().get_trial_id()
+        spec[group][name] = sampled[f"{group}.{name}"] = (
+            value.item() if hasattr(value, "item") else value
+        )
+    ModelConfig(**spec["model"]), TrainConfig(**spec["train"])  # a sample must be valid
+    spec["search_trial"] = trial_id
+    spec["label"] = f"{spec['label']} [{describe_values(sampled)}]"
+    tracking = spec["tracking"]
+    spec["tracking"] = {
+        **tracking,
+        "tags": {
+            **tracking["tags"],
+            **axis_tags(spec["model"], spec["train"]),
+            "trm.label": spec["label"],
+            "trm.search_values": json.dumps(sampled, sort_keys=True),
+            "trm.trial_id": trial_id,
+        },
+    }
     return spec
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start the trial's peak-memory window: an actor reused for several trials would otherwise
+    report its lifetime peak, which only grows in trial order."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with contextlib.suppress(OSError):  # Linux: "5" resets the peak resident set (VmHWM)
+            Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_memory_gib(device: torch.device) -> float:
+    """Peak since `_reset_peak_memory`: allocated CUDA memory, or the process's VmHWM."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not per trial
 
 
 class ReportToTuneAndMlflow(TrainerCallback):
@@ -101,7 +139,7 @@ def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable; `config["trial"]` is the resolved trial spec."""
     spec = config["trial"]
     if config.get("search"):
-        spec = apply_search(spec, config["search"])
+        spec = apply_search(spec, config["search"], tune.get_context().get_trial_id())
     torch.set_num_threads(spec["threads"])
     tracker = Tracker(spec["tracking"]["uri"])
     experiment_id = spec["tracking"]["experiment_id"]
@@ -172,6 +210,7 @@ def _train(
 ) -> None:
     manifest, task, train, test = open_trial_data(spec)
     trainer = trial_trainer(spec)
+    _reset_peak_memory(trainer.device)
     tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
     loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"])
     if state is not None:

@@ -5,7 +5,9 @@ resolved config; a failing trial is retried and ends FAILED with its error; `kil
 driver mid-suite, then the same command, finishes every trial with exactly one run each and none
 left RUNNING; bad suites, arms and fields fail fast with clear errors and launch nothing."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,7 +85,7 @@ def compose(*overrides: str) -> dict:
             ["suite=smoke", "arms=[trm,bogus]"],
             "has no arm 'bogus'; its arms are ['trm', 'one_step_grad']",
         ),
-        (["suite=smoke", "scale=smoke", "model.n=0"], "model.n=0 is not allowed"),
+        (["suite=smoke", "scale=smoke", "model.hidden=0"], "model.hidden=0 is not allowed"),
         (
             ["suite=smoke", "scale=smoke", "scale.gpus_per_trial=0.3"],
             "must be a whole number or one",
@@ -153,16 +155,6 @@ def test_paper_scale_counts_steps_from_epochs_as_the_official_code():
     assert trial_budget(scale, "arc1", arc, 768)["steps"] == int(1e5 * 960 * 3.63e6 / 876694 / 768)
 
 
-def test_runs_outside_a_checkout_are_tagged_with_the_image_commit(tmp_path, monkeypatch):
-    from orchestration.tracking import git_commit
-
-    monkeypatch.delenv("TRM_GIT_COMMIT", raising=False)
-    assert git_commit(tmp_path) == "unknown"
-    monkeypatch.setenv("TRM_GIT_COMMIT", "abc123")
-    assert git_commit(tmp_path) == "abc123"
-    assert git_commit(Path(__file__).parent) not in ("unknown", "abc123")  # the checkout wins
-
-
 def test_unknown_field_is_refused_by_the_command_line(tmp_path):
     from hydra.errors import ConfigCompositionException
 
@@ -200,6 +192,11 @@ def test_smoke_suite_logs_one_child_run_per_trial(tmp_path):
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "resolved_config.yaml" in artifacts
         assert not any("secret" in k.lower() for k in run.data.params)
+    for run in [*children, *parents]:  # MLflow's own columns say which code and who
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+        assert run.data.tags["mlflow.user"] and run.data.tags["trm.code"]
+    assert parents[0].data.tags["trm.command"].endswith("suite=smoke scale=smoke seeds=1")
+    assert json.loads(parents[0].data.tags["trm.overrides"]) == [*SMOKE, "seeds=1"]
 
 
 @pytest.mark.slow
@@ -346,6 +343,15 @@ def test_search_suite_samples_the_declared_space_with_optuna(tmp_path):
     assert len(lrs) == 6 and all(1e-4 <= lr <= 3e-3 for lr in lrs)
     assert all(r.data.params["model.T"] in ("1", "2", "3") for r in children)
     assert len({r.data.tags["trm.trial"] for r in children}) == 6
+    for run in children:  # tags say what the trial ran, not the baseline it was sampled around
+        params, tags = run.data.params, run.data.tags
+        assert tags["axis.T"] == params["model.T"] and tags["axis.n"] == params["model.n"]
+        sampled = json.loads(tags["trm.search_values"])
+        assert sampled["model.T"] == int(params["model.T"])
+        assert sampled["train.lr"] == float(params["train.lr"])
+        assert tags["trm.trial_id"] == tags["trm.trial"] and "train.lr=" in tags["trm.label"]
+    assert "(6 of 6 ended)" in result.stdout and " of 1 ended" not in result.stdout
+    assert "trm/seed0" not in result.stdout  # progress lines name the trial and its values
 
 
 @pytest.mark.slow
@@ -369,3 +375,44 @@ def test_search_state_survives_a_killed_driver(tmp_path):
     assert len({r.data.params["train.lr"] for r in completed}) == 6
     assert len(children) - len(completed) <= 1
     assert parents[0].info.status == "FINISHED"
+
+
+def _copy_of_the_code(tmp_path: Path) -> Path:
+    """The packages copied into a fresh git checkout: a run there imports that copy (the
+    working directory comes first on sys.path), whose code the test can then edit."""
+    from orchestration.provenance import PACKAGES, REPO
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in PACKAGES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, repo / name)
+    (repo / ".gitignore").write_text(".trm/\n__pycache__/\n")
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "copy"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *command], cwd=repo, check=True
+        )
+    return repo
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_code_edit_is_a_new_execution_and_says_so(tmp_path):
+    repo = _copy_of_the_code(tmp_path)
+    command = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=10", "scale.eval_every=10"]
+    first = ablate(repo, *command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (repo / "multirun" / "2026-12-02").mkdir(parents=True)  # Hydra's -m output: not code
+    with open(repo / "trm_core" / "trainer.py", "a") as trainer:
+        trainer.write("# an edit: results may differ\n")
+    second = ablate(repo, *command)
+    assert second.returncode == 0, second.stderr[-3000:]
+    changed = [line for line in second.stderr.splitlines() if line.startswith("code changed")]
+    assert len(changed) == 1 and "+diff." in changed[0], second.stderr[-3000:]
+    client, children, parents = runs(f"sqlite:///{repo}/.trm/mlflow.db")
+    assert len(parents) == 2 and len(children) == 2  # the trial ran again, in its own run
+    edited = next(p for p in parents if "+diff." in p.data.tags["trm.code"])
+    patch = client.download_artifacts(edited.info.run_id, "code/diff.patch", str(tmp_path))
+    assert "+# an edit: results may differ" in Path(patch).read_text()

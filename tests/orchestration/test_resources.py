@@ -32,10 +32,25 @@ def test_the_smallest_share_that_holds_the_peak_with_headroom():
 
 @pytest.mark.slow
 def test_auto_shares_on_a_cluster_without_gpus_stop_before_any_trial(tmp_path):
-    from tests.orchestration.test_ablate import ablate, runs
+    from tests.orchestration.test_ablate import ablate
 
     result = ablate(tmp_path, "suite=smoke", "scale=smoke", "scale.gpus_per_trial=auto")
     assert result.returncode == 2
     assert "asks auto GPU per trial but the Ray cluster has no GPU" in result.stderr
+    # checked before any dataset is built or downloaded, and before any run exists
+    assert not (tmp_path / ".trm" / "datasets").exists()
+    assert not (tmp_path / ".trm" / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_failure_after_the_parent_run_exists_ends_it_failed_with_the_error(tmp_path):
+    from tests.orchestration.test_ablate import ablate, runs
+
+    (tmp_path / "blocker").write_text("a file where the results folder should go\n")
+    result = ablate(
+        tmp_path, "suite=smoke", "scale=smoke", f"storage.results={tmp_path}/blocker/results"
+    )
+    assert result.returncode != 0
     _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
     assert children == [] and [p.info.status for p in parents] == ["FAILED"]
+    assert "blocker" in parents[0].data.tags["error"]

@@ -170,3 +170,13 @@ def test_command_check_validates_mini_sudoku_at_the_shape_mini_trains():
     assert checked.shapes["sudoku"] == dict(vocab_size=8, seq_len=36, num_puzzle_ids=1)
     paper = check("python -m orchestration.ablate suite=paper scale=paper", {})
     assert paper.shapes["sudoku"] == dict(vocab_size=11, seq_len=81, num_puzzle_ids=1)
+
+
+def test_command_check_names_an_unset_cluster_variable_and_how_to_set_it():
+    from orchestration.command import CommandError, check
+
+    line = "python -m orchestration.ablate suite=paper scale=paper storage=s3 cluster=address"
+    with pytest.raises(CommandError, match=r"reads \$TRM_DATASET_STORE .* set it as the cluster"):
+        check(line, {})
+    env = {"TRM_DATASET_STORE": "s3://b/datasets", "TRM_RESULTS_URI": "s3://b/results"}
+    assert check(line, env).config["storage"]["datasets"] == "s3://b/datasets"
