@@ -38,6 +38,7 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from orchestration.preflight import check_services, check_values, missing_variable  # noqa: E402
 from orchestration.provenance import CodeIdentity, code_identity, run_tags  # noqa: E402
 from orchestration.resources import auto_gpu_shares, check_gpus_per_trial  # noqa: E402
 from orchestration.suite import (  # noqa: E402
@@ -211,6 +212,7 @@ def _search_values(suite: Suite, values: dict[str, Any] | None) -> dict[str, Any
 
 def read_request(cfg: dict[str, Any]) -> Request:
     """The composed config's request, or a SuiteError/ValueError naming what is wrong."""
+    check_values(cfg)
     suite: Suite = load_suite(cfg["suite"])
     scale = cfg["scale"]
     search_values = _search_values(suite, cfg.get("search_values"))
@@ -566,6 +568,7 @@ def launch(
 
     command = command or {"line": "", "overrides": []}
     request = read_request(cfg)
+    check_services(cfg)
     _start_ray(cfg["cluster"])
     _check_gpus(request.scale)
     planned = plan(cfg, base, request=request)
@@ -711,7 +714,18 @@ def print_summary(suite: Suite, scale: dict[str, Any], rows: list[dict[str, Any]
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    values = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation: omegaconf raises several types
+        missing = missing_variable(err)
+        print(
+            f"error: the chosen storage/tracking/cluster group reads ${missing}, which is not "
+            f"set; export it (see README, 'Run on a cluster') or use the local group"
+            if missing
+            else f"error: {type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     command = {
         "line": " ".join(["python -m orchestration.ablate", *map(shlex.quote, sys.argv[1:])]),
         "overrides": list(HydraConfig.get().overrides.task),

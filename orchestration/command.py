@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestration.preflight import missing_variable
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 MODULE = "orchestration.ablate"
 ENV_REFERENCE = re.compile(r"oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
-MISSING_VARIABLE = re.compile(r"Environment variable '([A-Za-z_][A-Za-z0-9_]*)' not found")
 
 
 class CommandError(ValueError):
@@ -121,13 +122,13 @@ def compose(overrides: tuple[str, ...] | list[str], env: Mapping[str, str]) -> d
             cfg = hydra_compose("config", overrides=list(overrides))
             return OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # hydra and omegaconf raise several types; all mean "bad command"
-        missing = MISSING_VARIABLE.search(str(err))
+        missing = missing_variable(err)
         if missing:
             raise CommandError(
-                f"the command reads ${missing.group(1)} (from its storage, tracking or cluster "
-                "group), which this environment does not set. The cluster sets it; to check "
-                "the command here, set it as the cluster will, e.g. "
-                f"`{missing.group(1)}=... python -m orchestration.command \"...\"`"
+                f"the command reads ${missing} (from its storage, tracking or cluster group), "
+                "which this environment does not set. The cluster sets it; to check the "
+                f"command here, set it as the cluster will, e.g. `{missing}=... python -m "
+                'orchestration.command "..."`'
             ) from None
         raise CommandError(f"{type(err).__name__}: {err}") from None
 

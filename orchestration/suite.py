@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 import ablations
+from datasets.task import task_names
 from trm_core.config import ModelConfig, TrainConfig
 
 SUITE_DIR = Path(ablations.__file__).resolve().parent
@@ -370,11 +371,23 @@ def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
     path = directory / f"{name}.yaml"
     if not path.exists():
         raise ValueError(f"unknown suite {name!r}; available suites: {available_suites()}")
-    raw = yaml.safe_load(path.read_text())
     where = str(path)
+    try:
+        with open(path) as stream:  # a stream, so the parser's message names the file
+            raw = yaml.safe_load(stream)
+    except yaml.YAMLError as err:  # its str names the line and column
+        raise ValueError(f"{where} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: a suite file is a mapping")
     _check_keys(where, raw, SUITE_KEYS, {"name", "task", "baseline"})
+    tasks = task_names()
+    for label, task in [("task", raw["task"])] + [
+        (f"arms[{i}].task", arm.get("task"))
+        for i, arm in enumerate(raw.get("arms") or [])
+        if isinstance(arm, dict) and arm.get("task") is not None
+    ]:
+        if task not in tasks:
+            raise ValueError(f"{where}: {label}={task!r} is not a task; the tasks are {tasks}")
     if raw["name"] != name:
         raise ValueError(f"{where}: name {raw['name']!r} must match the file name {name!r}")
     kind = raw.get("kind", "grid")
