@@ -672,6 +672,7 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
             ),
         )
     results = tuner.fit()
+    _close_trial_runs(tracker, experiment_id, parent, execution, results)
     rows = []
     for result in results:
         spec = result.config["trial"]
@@ -685,6 +686,25 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
             }
         )
     return rows
+
+
+def _close_trial_runs(tracker: Tracker, experiment_id: str, parent: str, execution: str, results):
+    """No trial run stays RUNNING: a trial whose process died (killed, out of memory) on its
+    last allowed attempt never closed its run. Those of errored trials end FAILED with Tune's
+    error; any other left RUNNING ends KILLED, tagged with why."""
+    for result in results:
+        if not result.error:
+            continue
+        spec = result.config["trial"]
+        tags = {"trm.execution": execution, "trm.arm": spec["arm"], "trm.seed": str(spec["seed"])}
+        if result.config.get("search"):
+            tags["trm.trial"] = str((result.metrics or {}).get("trial_id", ""))
+        run = tracker.find_run(experiment_id, tags)
+        if run and tracker.status(run) == "RUNNING":
+            tracker.finish(run, "FAILED", error=f"{type(result.error).__name__}: {result.error}")
+    tracker.end_running_children(
+        experiment_id, parent, "KILLED", "its trial ended without closing its run"
+    )
 
 
 def _describe_search(values: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ Values that look like credentials are never logged.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
 PARENT_TAG = "mlflow.parentRunId"
 INTERRUPTED_TAG = "trm.interrupted"
+ERROR_TAG = "error"
+STOPPED_EARLY_TAG = "trm.stopped_early"
 SECRET_PATTERN = re.compile(r"(secret|password|token|credential|access_key)", re.IGNORECASE)
 
 
@@ -64,10 +67,56 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# A tracking call that fails for a passing reason is retried here, with backoff, instead of
+# failing the trial: a trial's retries are for training faults (issue 15). Passing reasons: a
+# lock held past sqlite's busy wait, a server restarting, and two trials' first use of one
+# dataset input (MLflow looks the dataset up, then inserts it: the loser of that race hits the
+# unique key, and its retry finds the row). A retried call either succeeds or fails for good.
+TRANSIENT = (
+    "database is locked",
+    "unique constraint failed",
+    "connection",
+    "temporarily unavailable",
+    "timed out",
+)
+TRACKING_ATTEMPTS = int(os.environ.get("TRM_TRACKING_ATTEMPTS", "6"))
+
+
+def _transient(err: Exception) -> bool:
+    if isinstance(err, ConnectionError | TimeoutError):
+        return True
+    text = f"{type(err).__name__}: {err}".lower()
+    return any(marker in text for marker in TRANSIENT)
+
+
+class _RetryingClient:
+    """MlflowClient with every call retried on transient errors (0.1 s, 0.2 s … backoff)."""
+
+    def __init__(self, client: MlflowClient):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            for attempt in range(TRACKING_ATTEMPTS):
+                try:
+                    return method(*args, **kwargs)
+                except Exception as err:
+                    if attempt == TRACKING_ATTEMPTS - 1 or not _transient(err):
+                        raise
+                    time.sleep(min(0.1 * 2**attempt, 5.0))
+            raise AssertionError("unreachable")
+
+        return call
+
+
 class Tracker:
     def __init__(self, uri: str):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
 
     def experiment(self, name: str, artifact_location: str | None = None) -> str:
         """The experiment's id, created on first use (`artifact_location` for file stores:
@@ -100,22 +149,40 @@ class Tracker:
         return run_id
 
     def resume(self, run_id: str) -> None:
+        """Continue a run: RUNNING again, and the tags of how its last attempt ended gone."""
         self.client.update_run(run_id, status="RUNNING")
-        if INTERRUPTED_TAG in self.client.get_run(run_id).data.tags:
-            self.client.delete_tag(run_id, INTERRUPTED_TAG)
+        tags = self.client.get_run(run_id).data.tags
+        for stale in (INTERRUPTED_TAG, ERROR_TAG, STOPPED_EARLY_TAG):
+            if stale in tags:
+                self.client.delete_tag(run_id, stale)
 
-    def mark_interrupted(self, experiment_id: str, parent_run_id: str) -> int:
-        """After a driver crash: end the children still RUNNING as KILLED, tagged. Trials Tune
-        resumes flip back to RUNNING (see `resume`); the others were lost with the driver (a
-        search may re-sample their configuration as a new trial) and must not stay RUNNING."""
+    def end_running_children(
+        self, experiment_id: str, parent_run_id: str, status: str, reason: str
+    ) -> int:
+        """End the parent's children still RUNNING with `status`, tagged with `reason`: a trial
+        whose process died (killed, out of memory, its driver gone) never closed its own run."""
         runs = self.client.search_runs(
             [experiment_id],
             f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
         )
         for run in runs:
-            self.client.set_tag(run.info.run_id, INTERRUPTED_TAG, "the suite's driver died")
-            self.client.set_terminated(run.info.run_id, status="KILLED")
+            self.client.set_tag(run.info.run_id, INTERRUPTED_TAG, reason)
+            self.client.set_terminated(run.info.run_id, status=status)
         return len(runs)
+
+    def mark_interrupted(self, experiment_id: str, parent_run_id: str) -> int:
+        """After a driver crash: end the children still RUNNING as KILLED, tagged. Trials Tune
+        resumes flip back to RUNNING (see `resume`); the others were lost with the driver (a
+        search may re-sample their configuration as a new trial) and must not stay RUNNING."""
+        return self.end_running_children(
+            experiment_id, parent_run_id, "KILLED", "the suite's driver died"
+        )
+
+    def last_step(self, run_id: str, metric: str = "step") -> int:
+        """The highest step logged for `metric` (-1 if none): a resumed trial logs only beyond
+        it, so a driver or worker restart never duplicates a step of the history."""
+        history = self.client.get_metric_history(run_id, metric)
+        return max((m.step for m in history), default=-1)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -135,7 +202,7 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
         if error:
-            self.client.set_tag(run_id, "error", error[-4000:])
+            self.client.set_tag(run_id, ERROR_TAG, error[-4000:])
         self.client.set_terminated(run_id, status=status)
 
     def status(self, run_id: str) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
+import signal
 import tempfile
 import time
 import traceback
@@ -23,7 +25,7 @@ from ray import tune
 from datasets.loader import TrainBatches, eval_batches
 from orchestration.suite import describe_values
 from orchestration.tasks import open_trial_data, trial_trainer
-from orchestration.tracking import Tracker, axis_tags
+from orchestration.tracking import STOPPED_EARLY_TAG, Tracker, axis_tags
 from trm_core import Trainer, TrainerCallback
 from trm_core.config import ModelConfig, TrainConfig
 
@@ -94,10 +96,19 @@ def _peak_memory_gib(device: torch.device) -> float:
 
 class ReportToTuneAndMlflow(TrainerCallback):
     def __init__(
-        self, tracker: Tracker, run_id: str, loader: TrainBatches, progress: dict[str, int]
+        self,
+        tracker: Tracker,
+        run_id: str,
+        loader: TrainBatches,
+        progress: dict[str, int],
+        after_log=None,  # fault injection (tests): called after an evaluation is logged
     ):
+        self.after_log = after_log
         self.tracker, self.run_id, self.loader = tracker, run_id, loader
         self.progress = progress  # the last step reported, read when Tune stops the trial
+        # steps an earlier attempt of this trial logged already (deterministic resume: the
+        # values would be the same): logging them again would duplicate them in the history
+        self.logged_through = tracker.last_step(run_id)
         self.started = time.perf_counter()
         self.window_examples, self.window_seconds = 0, 0.0
         self.last_train: dict[str, float] = {}
@@ -122,7 +133,10 @@ class ReportToTuneAndMlflow(TrainerCallback):
         report["step"] = float(trainer.step)
         self.window_examples, self.window_seconds = 0, 0.0
         self.progress["step"] = trainer.step
-        self.tracker.log_metrics(self.run_id, report, step=trainer.step)
+        if trainer.step > self.logged_through:
+            self.tracker.log_metrics(self.run_id, report, step=trainer.step)
+        if self.after_log:
+            self.after_log()
         with tempfile.TemporaryDirectory() as directory:
             torch.save(
                 {
@@ -177,18 +191,26 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.log_text(run_id, yaml.safe_dump(spec, sort_keys=True), "resolved_config.yaml")
     progress = {"step": state["trainer"]["step"] if state else 0}
     try:
-        # Fault injection, for the tests of retries: "first_attempt" or "always".
+        # Fault injection, for the tests of retries: "first_attempt" or "always" raise;
+        # "killed" ends the worker process (SIGKILL) at every attempt, before it can close its
+        # run; "killed_after_log" ends it on its first attempt right after its first
+        # evaluation was logged, before that evaluation's checkpoint exists.
         injected = spec.get("inject_failure")
         if injected == "always" or (injected == "first_attempt" and first_attempt):
             raise RuntimeError(f"injected failure in {spec['arm']}/seed{spec['seed']}")
-        _train(spec, tracker, run_id, state, progress)
+        if injected == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        after_log = None
+        if injected == "killed_after_log" and first_attempt:
+            after_log = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+        _train(spec, tracker, run_id, state, progress, after_log)
     except SystemExit as stop:
         # Tune ends a trial its scheduler stops (ASHA) with SystemExit(0) inside tune.report.
         if stop.code not in (0, None):
             tracker.finish(run_id, "FAILED", error=f"SystemExit({stop.code})")
             raise
         if progress["step"] < spec["budget"]["steps"]:
-            tracker.client.set_tag(run_id, "trm.stopped_early", f"at step {progress['step']}")
+            tracker.client.set_tag(run_id, STOPPED_EARLY_TAG, f"at step {progress['step']}")
             tracker.finish(run_id, "KILLED")
         else:
             tracker.finish(run_id, "FINISHED")
@@ -207,6 +229,7 @@ def _train(
     run_id: str,
     state: dict[str, Any] | None,
     progress: dict[str, int],
+    after_log=None,
 ) -> None:
     manifest, task, train, test = open_trial_data(spec)
     trainer = trial_trainer(spec)
@@ -223,5 +246,5 @@ def _train(
         eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
         eval_every=budget["eval_every"],
         hooks=lambda: task.eval_hooks(manifest),
-        callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader, progress)],
+        callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader, progress, after_log)],
     )

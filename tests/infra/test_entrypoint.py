@@ -88,7 +88,9 @@ def test_malformed_command_lines_are_refused(command, message):
         ("suite=paper scale=huge", "Could not find 'scale/huge'"),
         ("suite=paper arms=[trm,bogus]", "has no arm 'bogus'"),
         ("suite=paper model.wings=2", "Could not override 'model.wings'"),
-        ("suite=paper model.n=0", "model.n=0 is not allowed"),
+        ("suite=paper model.hidden=0", "model.hidden=0 is not allowed"),
+        ("suite=paper model.n=0 override_declared=true", "model.n=0 is not allowed"),
+        ("suite=paper model.n=4", "model.n is declared by arms ['hrm', 'layers4_n3', 't2_n2']"),
         ("suite=paper scale.gpus_per_trial=0.3", "must be a whole number or one of"),
     ],
 )

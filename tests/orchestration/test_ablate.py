@@ -416,3 +416,27 @@ def test_a_rerun_after_a_code_edit_is_a_new_execution_and_says_so(tmp_path):
     edited = next(p for p in parents if "+diff." in p.data.tags["trm.code"])
     patch = client.download_artifacts(edited.info.run_id, "code/diff.patch", str(tmp_path))
     assert "+# an edit: results may differ" in Path(patch).read_text()
+
+
+@pytest.mark.slow
+def test_a_trial_killed_on_every_attempt_ends_failed_not_running(tmp_path):
+    result = ablate(tmp_path, *SMOKE, "arms=[trm]", "seeds=1", "+inject_failure.trm=killed")
+    assert result.returncode == 1, result.stderr[-3000:]
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    (run,) = children
+    assert run.info.status == "FAILED" and run.data.tags["error"]
+    assert parents[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_retry_after_a_kill_between_log_and_checkpoint_logs_no_step_twice(tmp_path):
+    result = ablate(
+        tmp_path, *SMOKE, "arms=[trm]", "seeds=1", "+inject_failure.trm=killed_after_log"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, children, _ = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    (run,) = children
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags  # no stale error
+    for metric in ("eval/exact_accuracy", "step", "train/loss"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert sorted(steps) == [10, 20], (metric, steps)

@@ -1,0 +1,58 @@
+"""Tracking calls survive passing failures (two trial processes racing on MLflow's first insert
+of a shared dataset input) instead of using up a trial's retries; real failures still surface
+at once. (A held sqlite lock needs no retry of ours: MLflow waits up to 20 s for it.)"""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from orchestration.tracking import Tracker
+
+
+def test_a_real_error_is_not_retried(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    real_get_run, calls = tracker.client._client.get_run, []
+
+    def counted(*args):
+        calls.append(args)
+        return real_get_run(*args)
+
+    tracker.client._client.get_run = counted
+    with pytest.raises(Exception, match="nonexistent"):
+        tracker.client.get_run("nonexistent")
+    assert len(calls) == 1
+
+
+# Each process logs, round after round, the dataset every other process logs that round: MLflow
+# looks a dataset up and inserts it when missing, so two first uses race on its unique key.
+LOG_SAME_DATASETS = """
+import sys, time
+from orchestration.tracking import Tracker
+uri, experiment, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+tracker = Tracker(uri)
+run = tracker.start_run(experiment, "trial", {"trm.arm": "a"})
+for i in range(rounds):
+    time.sleep(max(0.0, start + 0.5 * i - time.time()))  # all processes start a round together
+    tracker.log_dataset(run, "sudoku", f"digest-{i}", "store", "train")
+print("ok", flush=True)
+"""
+
+
+def test_concurrent_first_uses_of_a_dataset_input_all_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = Tracker(uri).experiment("trm-lab/datasets")
+    start, rounds = time.time() + 8, 8
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOG_SAME_DATASETS, uri, experiment, str(start), str(rounds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
