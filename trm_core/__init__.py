@@ -1,6 +1,7 @@
 """trm_core: the TRM/HRM model, deep supervision, losses, optimisers, EMA and the Trainer.
 
-Pure PyTorch: imports nothing from ray, mlflow, hydra, boto3 or `datasets`, and reads no files.
+Pure PyTorch: imports nothing from ray, mlflow, hydra, boto3 or `datasets`, and reads no files
+but /proc/cpuinfo and the cached bf16 probe of `dtype=auto` on CPUs (trm_core.cpu).
 """
 
 from trm_core.config import MODEL_PRESETS, TRAIN_PRESETS, ModelConfig, TrainConfig

@@ -217,7 +217,9 @@ class TrainConfig:
     ema_rate: float = 0.999
     loss: str = "stablemax"
     q_loss_weight: float = 0.5
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    # auto: bfloat16 on CUDA; on CPU bfloat16 where it is native and hidden >= 128, else
+    # float32 (trm_core.cpu says why; the Trainer keeps the reason in `dtype_reason`)
+    dtype: str = "auto"
     compile: str = "auto"  # auto: on for CUDA, off on CPU (slower there, STACK.md)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, logged with the run

@@ -3,10 +3,17 @@ SwiGLU, attention with RoPE, the sequence-axis MLP mixer (§1.3) and the post-no
 
 Weights are fp32 master copies cast to the activation dtype at call time, so the forward pass
 can run in bfloat16 while the optimiser works in fp32.
+
+Speed (issue 14) never changes a computed fp32 value (tests/test_fp32_reference.py): the SwiGLU
+activation has a hand-written backward that performs the same elementwise ops as autograd's
+chunk/silu/mul chain but writes the gradient of the fused projection in place (no cat), and
+calls without autograd reuse one bf16 copy of each weight per forward instead of casting it
+again at every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -47,10 +54,35 @@ class CastedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         trunc_normal_(self.weight, std=1.0 / math.sqrt(in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        # A detached copy in the activation dtype, set by `casts_reused` for one forward.
+        self.no_grad_cast: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        weight = self.no_grad_cast
+        # Only calls without autograd may share the copy: differentiated calls keep their own
+        # cast, so each call's weight gradient is still converted and summed in fp32 (§1.1).
+        if weight is None or weight.dtype != x.dtype or torch.is_grad_enabled():
+            weight = self.weight.to(x.dtype)
+        return F.linear(x, weight, bias)
+
+
+@contextlib.contextmanager
+def casts_reused(module: nn.Module, dtype: torch.dtype):
+    """Within the block, CastedLinear calls without autograd use one copy of their weight in
+    `dtype` (the same values a per-call cast gives) instead of casting at every call."""
+    layers = [m for m in module.modules() if isinstance(m, CastedLinear)]
+    if dtype == torch.float32 or any(m.weight.dtype == dtype for m in layers):
+        yield  # nothing to cast
+        return
+    try:
+        with torch.no_grad():
+            for m in layers:
+                m.no_grad_cast = m.weight.to(dtype)
+        yield
+    finally:
+        for m in layers:
+            m.no_grad_cast = None
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -59,6 +91,39 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
     return x32.to(dtype)
+
+
+SILU_GATE_MIN_NUMEL = 1 << 20  # scale=mini's projections are ~0.13M values, paper's 9.5M
+
+
+class _SiluGate(torch.autograd.Function):
+    """silu(gate) · up for a fused projection [..., 2·inter] = (gate, up).
+
+    Computes exactly what autograd's chunk → silu → mul chain computes, forward and backward
+    (the same ATen ops on operands of the same shapes and strides, so even the vectorised and
+    scalar tails of each loop fall on the same elements), but the backward writes both halves
+    of the projection's gradient into one buffer instead of concatenating them, and it keeps
+    only the projection for backward, recomputing silu(gate) instead of storing it.
+    """
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        out = F.silu(gate)
+        out.mul_(up)
+        ctx.save_for_backward(gate_up)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (gate_up,) = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        torch.mul(grad, up, out=grad_gate)  # d(out)/d(silu) · grad
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        torch.mul(grad, F.silu(gate), out=grad_up)
+        return grad_gate_up
 
 
 class SwiGLU(nn.Module):
@@ -71,8 +136,14 @@ class SwiGLU(nn.Module):
         self.down = CastedLinear(inter, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        gate_up = self.gate_up(x)
+        # Both paths compute the same values. The custom one saves a copy and memory on large
+        # activations; on small ones its Python cost outweighs that, and inductor fuses the
+        # plain chain itself (and does not trace the out= writes).
+        if gate_up.numel() < SILU_GATE_MIN_NUMEL or torch.compiler.is_compiling():
+            gate, up = gate_up.chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
+        return self.down(_SiluGate.apply(gate_up))
 
 
 class RotaryEmbedding(nn.Module):

@@ -21,7 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from trm_core.config import ModelConfig
-from trm_core.layers import CastedLinear, ReasoningNet, RotaryEmbedding, trunc_normal_
+from trm_core.layers import (
+    CastedLinear,
+    ReasoningNet,
+    RotaryEmbedding,
+    casts_reused,
+    trunc_normal_,
+)
 from trm_core.puzzle_embedding import PuzzleEmbedding
 
 Q_HEAD_INIT_BIAS = -5.0  # σ(−5) ≈ 0.007: nothing halts early at the start of training (§1.1)
@@ -114,7 +120,9 @@ class RecursiveReasoningModel(nn.Module):
                 f"input sequence length {inputs.shape[-1]} does not match model.seq_len="
                 f"{c.seq_len} (the mixer and positions were built for it)"
             )
-        emb = self.tok_emb.to(dtype)[inputs]
+        # F.embedding, as upstream: its backward sums repeated tokens in a fixed order, where
+        # indexing (tok_emb[inputs]) accumulates from several threads in no fixed order.
+        emb = F.embedding(inputs, self.tok_emb.to(dtype))
         if c.puzzle_emb_len > 0:
             batch = inputs.shape[0]
             if self.puzzle_emb is not None:
@@ -157,25 +165,27 @@ class RecursiveReasoningModel(nn.Module):
                 return net(h, injection, self.rope)
 
         states = list(states)
-        for _ in range(c.T):
-            if c.latents == "y_z":
-                y, z = states
-                for _ in range(c.n):
-                    z = call(self.z_net, z, y + x)
-                y = call(self.answer_net, y, z)
-                states = [y, z]
-            elif c.latents == "single_z":
-                (z,) = states
-                for _ in range(c.n):
-                    z = call(self.z_net, z, x)
-                z = call(self.answer_net, z, None)
-                states = [z]
-            else:  # multiscale: z_i = net(Σ z, y + x); y = net(y, Σ z)
-                y, zs = states[0], states[1:]
-                for i in range(c.n):
-                    zs[i] = call(self.z_net, torch.stack(zs).sum(0), y + x)
-                y = call(self.answer_net, y, torch.stack(zs).sum(0))
-                states = [y, *zs]
+        with casts_reused(self, dtype):
+            for _ in range(c.T):
+                if c.latents == "y_z":
+                    y, z = states
+                    injection = y + x  # y is fixed during the n latent updates
+                    for _ in range(c.n):
+                        z = call(self.z_net, z, injection)
+                    y = call(self.answer_net, y, z)
+                    states = [y, z]
+                elif c.latents == "single_z":
+                    (z,) = states
+                    for _ in range(c.n):
+                        z = call(self.z_net, z, x)
+                    z = call(self.answer_net, z, None)
+                    states = [z]
+                else:  # multiscale: z_i = net(Σ z, y + x); y = net(y, Σ z)
+                    y, zs = states[0], states[1:]
+                    for i in range(c.n):
+                        zs[i] = call(self.z_net, torch.stack(zs).sum(0), y + x)
+                    y = call(self.answer_net, y, torch.stack(zs).sum(0))
+                    states = [y, *zs]
 
         answer = states[0]
         logits = self.lm_head(answer)[:, c.puzzle_emb_len :]

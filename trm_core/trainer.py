@@ -25,6 +25,7 @@ import torch
 
 from trm_core.act import MODEL_INPUT_KEYS, Carry, initial_carry, supervision_step, would_halt
 from trm_core.config import ModelConfig, TrainConfig
+from trm_core.cpu import auto_cpu_dtype, retain_freed_memory
 from trm_core.ema import EMA
 from trm_core.evaluation import EvalAccumulator, EvalHook
 from trm_core.losses import IGNORE_LABEL, act_loss, sequence_correctness, token_cross_entropy
@@ -50,6 +51,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def resolve_dtype(name: str, device: torch.device, hidden: int) -> tuple[torch.dtype, str]:
+    """The forward dtype for `train.dtype` on `device`, and why (§1.1 "Precision"). On a CPU,
+    `auto` is bf16 only where it multiplies bf16 natively and the model is wide enough."""
+    if name != "auto":
+        return getattr(torch, name), "set by train.dtype"
+    if device.type == "cuda":
+        return torch.bfloat16, "CUDA: bf16 forward as upstream"
+    if device.type == "cpu":
+        choice = auto_cpu_dtype(hidden)
+        return choice.dtype, choice.reason
+    return torch.float32, f"{device.type}: float32"
+
+
 class Trainer:
     def __init__(
         self,
@@ -61,11 +75,11 @@ class Trainer:
         self.train_config = train_config
         self.device = resolve_device(device)
         on_cuda = self.device.type == "cuda"
-        self.dtype = {
-            "auto": torch.bfloat16 if on_cuda else torch.float32,
-            "float32": torch.float32,
-            "bfloat16": torch.bfloat16,
-        }[train_config.dtype]
+        self.dtype, self.dtype_reason = resolve_dtype(
+            train_config.dtype, self.device, model_config.hidden
+        )
+        if self.device.type == "cpu":
+            retain_freed_memory()  # no value changes; see trm_core.cpu
 
         # Model init draws from its own seeded stream so it does not depend on (or disturb)
         # whatever the caller did with the global RNG.

@@ -1,0 +1,174 @@
+"""fp32 results are pinned to the last bit: the losses, parameter gradients, parameters,
+EMA weights and carried states after a few training steps equal those recorded from the
+implementation that preceded the CPU speed work (issue 14): same bytes (sha256), i.e.
+torch.equal. The optimiser moments are not stored: the parameters after the last step depend
+on them. Speed-ups may reorder work, never change a computed fp32 value.
+
+The reference was written by the pre-optimisation code (trm_core of commit 7fa7453) with
+`cd /tmp && PYTHONPATH=<old checkout>:<this checkout> python -m tests.test_fp32_reference`
+(2 threads). Regenerate it only for an intended change of numerics, and say so in the commit.
+Bit equality of float matmuls holds for one BLAS build on one instruction set; on another torch
+version or CPU capability the comparison falls back to a tight tolerance and says so (skip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import trm_core
+from tests.conftest import random_batch, tiny_model_config, tiny_train_config
+from trm_core import ModelConfig, RecursiveReasoningModel, Trainer
+
+REFERENCE = Path(__file__).parent / "data" / "fp32_reference.pt"
+STEPS = 3
+SAMPLE = 64  # values kept per tensor for the tolerance check
+TIMING_KEYS = ("step_time_s", "examples_per_s")
+
+# The scale=mini shape (orchestration/conf/scale/mini.yaml): 6x6 Sudoku, hidden 32, T=3 n=6.
+MINI = dict(
+    vocab_size=8,
+    seq_len=36,
+    hidden=32,
+    heads=2,
+    expansion=2,
+    swiglu_multiple=16,
+    halt_max_steps=4,
+    puzzle_emb_len=4,
+    num_puzzle_ids=1,
+)
+
+CASES: dict[str, tuple[dict, int]] = {  # name: (tiny_model_config overrides, batch size)
+    "trm_mlp": (dict(), 8),
+    "trm_att": (dict(preset="trm_att"), 8),
+    "hrm": (dict(preset="hrm", puzzle_emb_len=1), 8),
+    "trm_dual_learned": (dict(preset="trm_dual", pos_encoding="learned"), 8),
+    "trm_multiscale": (dict(preset="trm_multiscale"), 8),
+    "trm_single_z": (dict(preset="trm_single_z"), 8),
+    "trm_one_step": (dict(preset="trm_one_step"), 8),
+    "mini_mlp": (dict(MINI, T=3, n=6), 32),
+    "mini_att": (dict(MINI, preset="trm_att", T=3, n=6), 32),
+}
+
+
+def _direct_gradients(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Parameter and puzzle-row gradients of one training forward from random states."""
+    torch.manual_seed(0)
+    model = RecursiveReasoningModel(cfg)
+    with torch.no_grad():  # non-trivial Q head and puzzle table so every path carries gradient
+        model.q_head.weight.normal_()
+        if model.puzzle_emb is not None:
+            model.puzzle_emb.weight.normal_()
+    batch = random_batch(cfg, 4, seed=1)
+    g = torch.Generator().manual_seed(2)
+    states = tuple(
+        torch.randn(4, cfg.total_seq_len, cfg.hidden, generator=g)
+        for _ in model.initial_states(1, torch.float32)
+    )
+    weights = torch.randn(4, cfg.seq_len, cfg.vocab_size, generator=g)
+    out = model(states, batch["inputs"], batch["puzzle_ids"], track_grad=True)
+    ((out.logits * weights).sum() + out.q_halt.sum() + out.q_continue.sum()).backward()
+    grads = {f"grad.{n}": p.grad for n, p in model.named_parameters() if p.grad is not None}
+    pending = model.puzzle_emb.take_pending() if model.puzzle_emb is not None else None
+    if pending is not None:
+        grads["grad.puzzle_rows"] = pending[1].grad
+    grads["out.logits"] = out.logits.detach()
+    grads["out.q"] = torch.stack((out.q_halt, out.q_continue)).detach()
+    return grads
+
+
+def _record(overrides: dict, batch_size: int) -> dict:
+    mcfg = tiny_model_config(**overrides)
+    tcfg = tiny_train_config(global_batch_size=batch_size, dtype="float32", compile="off")
+    trainer = Trainer(mcfg, tcfg, device="cpu")
+    metrics = []
+    for seed in range(STEPS):
+        m = trainer.train_step(random_batch(mcfg, batch_size, seed=seed))
+        metrics.append({k: v for k, v in m.items() if k not in TIMING_KEYS})
+    tensors = {f"model.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    if trainer.ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in trainer.ema.shadow.items()})
+    tensors.update({f"carry.{i}": s for i, s in enumerate(trainer.carry.states)})
+    tensors.update(_direct_gradients(mcfg))
+    return {"metrics": metrics, "tensors": tensors}
+
+
+def _environment() -> dict:
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def _pin(tensor: torch.Tensor) -> dict:
+    """What the file keeps of a tensor: a digest of its bytes (bit equality), and a strided
+    sample and float64 sum for the tolerance check (the whole tensor would be megabytes)."""
+    flat = tensor.detach().contiguous().flatten()
+    return {
+        "sha256": hashlib.sha256(flat.numpy().tobytes()).hexdigest(),
+        "dtype": str(flat.dtype),
+        "shape": tuple(tensor.shape),
+        "sample": flat[:: max(1, flat.numel() // SAMPLE)].clone(),
+        "sum": flat.double().sum().item(),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(REFERENCE, weights_only=False)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fp32_training_equals_the_recorded_reference_bit_for_bit(case, reference):
+    expected = reference["cases"][case]
+    record = _record(*CASES[case])
+    got = {name: _pin(t) for name, t in record["tensors"].items()}
+    exact = reference["environment"] == _environment()
+    assert sorted(got) == sorted(expected["tensors"])
+    for name, want in expected["tensors"].items():
+        have = got[name]
+        assert (have["dtype"], have["shape"]) == (want["dtype"], want["shape"]), name
+        largest = (have["sample"] - want["sample"]).abs().max().item()
+        if exact:
+            assert have["sha256"] == want["sha256"], f"{case}: {name} (sample diff {largest})"
+        else:
+            torch.testing.assert_close(have["sample"], want["sample"], rtol=1e-5, atol=1e-6)
+            assert have["sum"] == pytest.approx(want["sum"], rel=1e-5, abs=1e-4), name
+    if exact:
+        assert record["metrics"] == expected["metrics"]
+    else:
+        for have, want in zip(record["metrics"], expected["metrics"], strict=True):
+            assert have == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_reference_was_recorded_where_bit_equality_is_checked(reference):
+    """A different torch build or instruction set only gets the tolerance check above."""
+    if reference["environment"] != _environment():
+        pytest.skip(f"reference from {reference['environment']}, here {_environment()}")
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    # The pre-optimisation code indexed the token table (tok_emb[inputs]), whose backward
+    # accumulates rows from 2 threads in no fixed order at the mini shape; deterministic mode
+    # makes it the serial in-order sum, which is what F.embedding's backward computes.
+    torch.use_deterministic_algorithms(True)
+    cases = {}
+    for name, args in CASES.items():
+        record = _record(*args)
+        cases[name] = {
+            "metrics": record["metrics"],
+            "tensors": {key: _pin(t) for key, t in record["tensors"].items()},
+        }
+    REFERENCE.parent.mkdir(exist_ok=True)
+    torch.save({"environment": _environment(), "cases": cases}, REFERENCE)
+    size = REFERENCE.stat().st_size / 1024
+    print(f"wrote {REFERENCE} ({size:.0f} KiB) from {trm_core.__file__} for {sorted(cases)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
