@@ -55,7 +55,8 @@ def test_hub_source_downloads_once_and_builds(hub, tmp_path):
 
 
 def test_failed_download_is_explained_and_leaves_nothing(hub, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"could not download .*give a folder.*scale.data.sudoku.source=DIR"):
+    hint = r"could not download .*give a folder.*scale.data.sudoku.source=DIR"
+    with pytest.raises(FileNotFoundError, match=hint):
         resolve_source("sudoku", "hub:someone/missing")
     assert list((tmp_path / ".trm" / "cache" / "sources").rglob("*")) == [
         tmp_path / ".trm/cache/sources/someone",
