@@ -38,9 +38,11 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from orchestration.driver_lock import one_driver  # noqa: E402
 from orchestration.preflight import check_services, check_values, missing_variable  # noqa: E402
 from orchestration.provenance import CodeIdentity, code_identity, run_tags  # noqa: E402
 from orchestration.resources import auto_gpu_shares, check_gpus_per_trial  # noqa: E402
+from orchestration.resume import resumable  # noqa: E402
 from orchestration.suite import (  # noqa: E402
     FIELDS,
     Resolution,
@@ -469,20 +471,30 @@ def _progress_callback(total: int):
     return ProgressLines()
 
 
-def _start_ray(cluster: dict[str, Any]) -> None:
+def _start_ray(cluster: dict[str, Any], base: Path) -> None:
+    """Join the cluster at `cluster.address`, or start the embedded Ray: loopback only, its
+    session files under this working directory (orchestration.ray_session), and what a killed
+    earlier driver of this directory left behind swept first."""
     import ray
+
+    from orchestration.ray_session import ray_temp_dir, sweep_stale_sessions
 
     if ray.is_initialized():
         return
     if cluster["address"]:
         ray.init(address=cluster["address"])
-    else:
-        ray.init(
-            num_cpus=cluster["num_cpus"],
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-        )
+        return
+    temp_dir = ray_temp_dir(base)
+    swept = sweep_stale_sessions(temp_dir)
+    if swept:
+        print(f"removed {len(swept)} Ray session(s) left by a killed driver", file=sys.stderr)
+    ray.init(
+        num_cpus=cluster["num_cpus"],
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=str(temp_dir),
+        log_to_driver=False,
+    )
 
 
 def _check_gpus(scale: dict[str, Any]) -> None:
@@ -569,13 +581,20 @@ def launch(
     command = command or {"line": "", "overrides": []}
     request = read_request(cfg)
     check_services(cfg)
-    _start_ray(cfg["cluster"])
+    _start_ray(cfg["cluster"], base)
     _check_gpus(request.scale)
     planned = plan(cfg, base, request=request)
-    suite, scale = planned["suite"], planned["scale"]
     execution = planned["execution"]
     if not cfg.get("resume", True):
         execution = f"{execution}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a second driver of this execution raises ExecutionBusy (a ValueError: nothing launched)
+    with one_driver(planned["storage"]["results"], execution, command["line"]):
+        return _drive(cfg, base, planned, execution, command, run_trial, tune)
+
+
+def _drive(cfg, base, planned, execution, command, run_trial, tune) -> list[dict[str, Any]]:
+    """The execution, under its one-driver lock: parent run, trials, summary and report."""
+    suite, scale = planned["suite"], planned["scale"]
     tracking_uri = cfg["tracking"]["uri"] or default_tracking_uri(base)
     tracker = Tracker(tracking_uri)
     experiment_id = tracker.experiment(
@@ -618,18 +637,21 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
         }
     gpus = scale["gpus_per_trial"] or 0
     cpus = scale["cpus_per_trial"]
+    from orchestration.trial import CHECKPOINT_FILE
+
+    trial_function = resumable(run_trial, CHECKPOINT_FILE)
     if gpus == "auto":  # one probe per arm measures its peak memory on a cluster GPU
         shares = auto_gpu_shares(specs, cpus)
         print(f"GPU share per trial, from measured peak memory: {shares}", file=sys.stderr)
         tracker.client.set_tag(parent, "trm.gpu_shares", json.dumps(shares, sort_keys=True))
         trainable = tune.with_resources(
-            run_trial,
+            trial_function,
             lambda config: tune.PlacementGroupFactory(
                 [{"CPU": cpus, "GPU": shares[config["trial"]["arm"]]}]
             ),
         )
     else:
-        trainable = tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus})
+        trainable = tune.with_resources(trial_function, {"cpu": cpus, "gpu": gpus})
     storage_path, filesystem = _results_location(planned["storage"]["results"])
     experiment_path = f"{storage_path.rstrip('/')}/{execution}"
     search_config = {}
@@ -668,7 +690,10 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
                 verbose=0,  # progress lines instead (_progress_callback)
                 callbacks=[_progress_callback(total)],
                 failure_config=tune.FailureConfig(max_failures=scale["max_failures"]),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+                # Every checkpoint is kept (one per evaluation: `evaluations` of them, 10 at
+                # paper scale): deleting old ones let a rerun meet a saved experiment state
+                # naming a deleted checkpoint, which failed that trial for good (issue 15).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
     results = tuner.fit()

@@ -1074,7 +1074,10 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
     # ablate tags the kind it ran: a search suite rerun at chosen values is a grid of seeds
     kind = parent.data.tags.get("trm.kind") or suite.kind
     build = _search_report if kind == "search" else _grid_report
-    made = build(suite, tracker, parent.info.run_id, Path(out or Path(".trm") / "reports"))
+    out = Path(out or Path(".trm") / "reports")
+    # matplotlib's font cache goes beside the reports (.trm/cache), not into ~/.cache
+    os.environ.setdefault("MPLCONFIGDIR", str(out.absolute().parent / "cache" / "matplotlib"))
+    made = build(suite, tracker, parent.info.run_id, out)
     execution, caption, rendered = made["execution"], made["caption"], made["rendered"]
     footer = [
         f"Produced by: `{execution.command_text(suite)}`",

@@ -9,6 +9,7 @@ Values that look like credentials are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -113,9 +114,29 @@ class _RetryingClient:
         return call
 
 
+def publish_sqlite_store(uri: str) -> None:
+    """Create a missing sqlite MLflow store whole: its schema is built in a file of this
+    process's own and published with a no-clobber link. Built in place, a store that two
+    drivers created at once, or whose creator was killed mid-migration, was left broken."""
+    if not uri.startswith("sqlite:///"):
+        return
+    target = Path(uri.removeprefix("sqlite:///"))
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)
+        with contextlib.suppress(FileExistsError):  # another process published first: theirs
+            os.link(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 class Tracker:
     def __init__(self, uri: str):
         self.uri = uri
+        publish_sqlite_store(uri)
         self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
 
     def experiment(self, name: str, artifact_location: str | None = None) -> str:

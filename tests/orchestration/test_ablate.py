@@ -43,16 +43,15 @@ def start_driver(cwd: Path, command: list[str], env: dict | None = None) -> subp
     )
 
 
-def kill_driver(driver: subprocess.Popen) -> None:
-    """kill -9 of the driver and everything it started; then stop Ray daemons that outlived it
-    (the resumed run starts its own)."""
+def kill_driver(driver: subprocess.Popen, cwd: Path) -> None:
+    """kill -9 of the driver and everything it started: its process group, then the Ray
+    processes of its working directory's session folder that outlived it, each by PID (never
+    `ray stop --force`, which would end every Ray of the machine)."""
+    from orchestration.ray_session import end_processes, ray_temp_dir, session_processes
+
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
-        capture_output=True,
-        timeout=120,
-    )
+    end_processes(session_processes(ray_temp_dir(cwd)))
 
 
 def runs(tracking_uri: str, suite: str = "smoke"):
@@ -229,7 +228,7 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
     while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 3:
         time.sleep(0.5)
     assert list(results.glob("*/*/checkpoint_*")), "no checkpoint appeared before the kill"
-    kill_driver(driver)
+    kill_driver(driver, tmp_path)
 
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -272,7 +271,7 @@ def test_smoke_suite_on_s3_and_a_tracking_server_resumes_from_s3_on_a_fresh_mach
         while time.time() < deadline and not any("checkpoint_" in k for k in keys()):
             time.sleep(1)
         assert any("checkpoint_" in k for k in keys()), "no checkpoint reached S3 before the kill"
-        kill_driver(driver)
+        kill_driver(driver, first)
         shutil.rmtree(first)  # nothing local survives: a fresh machine
 
         second = tmp_path / "second"
@@ -362,7 +361,7 @@ def test_search_state_survives_a_killed_driver(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 5:
         time.sleep(0.5)
-    kill_driver(driver)
+    kill_driver(driver, tmp_path)
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stderr
@@ -440,3 +439,84 @@ def test_a_retry_after_a_kill_between_log_and_checkpoint_logs_no_step_twice(tmp_
     for metric in ("eval/exact_accuracy", "step", "train/loss"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert sorted(steps) == [10, 20], (metric, steps)
+
+
+@pytest.mark.slow
+def test_a_second_driver_of_a_running_execution_is_refused_naming_the_first(tmp_path):
+    command = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=400"]
+    driver = start_driver(tmp_path, command)
+    try:
+        results = tmp_path / ".trm" / "ray_results"
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(
+            p.stat().st_size for p in results.glob("*.driver.lock")
+        ):
+            time.sleep(0.5)
+        second = ablate(tmp_path, *command)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert "already being run by another driver" in second.stderr
+        assert f"pid {driver.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        kill_driver(driver, tmp_path)
+    _, children, _ = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert len(children) <= 1  # the refused driver started no run of its own
+
+
+@pytest.mark.slow
+def test_the_embedded_ray_keeps_its_files_in_the_working_directory_and_sweeps_a_killed_one(
+    tmp_path,
+):
+    """Ray's session files live under .trm/ray (or the short folder it links to), not the
+    system temp dir; the processes and session a kill -9 left are gone after the next run."""
+    from orchestration.ray_session import ray_temp_dir, session_processes
+
+    command = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=400"]
+    driver = start_driver(tmp_path, command)
+    temp = ray_temp_dir(tmp_path)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(temp.glob("session_2*")):
+        time.sleep(0.5)
+    (killed_session,) = list(temp.glob("session_2*"))
+    results = tmp_path / ".trm" / "ray_results"
+    while time.time() < deadline and not list(results.glob("*/*/checkpoint_*")):
+        time.sleep(0.5)  # a trial is training: Ray's daemons and a worker are up
+    os.killpg(driver.pid, signal.SIGKILL)  # only the driver's group: daemons may outlive it
+    driver.wait()
+    result = ablate(tmp_path, *SMOKE, "arms=[trm]", "seeds=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not killed_session.exists()
+    assert session_processes(temp, killed_session.name) == []
+    assert session_processes(temp) == []  # the finished run's Ray is gone too
+    assert (tmp_path / ".trm" / "ray").exists()
+
+
+@pytest.mark.slow
+def test_a_resume_whose_saved_state_names_a_deleted_checkpoint_still_makes_progress(tmp_path):
+    """Tune's saved experiment state names a checkpoint that is gone by the rerun (a retention
+    rule or a store lost it; here: every checkpoint but the first is deleted after the kill).
+    Every rerun used to fail that trial for good; it must fall back to what exists."""
+    command = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=600", "scale.eval_every=5"]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # the state names a recent one
+    driver = start_driver(tmp_path, command, env)
+    results = tmp_path / ".trm" / "ray_results"
+    deadline = time.time() + 300
+
+    def checkpoints() -> list[Path]:
+        return sorted(results.glob("*/*/checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
+
+    while time.time() < deadline and len(checkpoints()) < 30:
+        time.sleep(0.2)
+    time.sleep(2)  # a save of the experiment state after the 30th checkpoint
+    kill_driver(driver, tmp_path)
+    kept, *deleted = checkpoints()
+    assert kept.name == "checkpoint_000000" and len(deleted) >= 29
+    for path in deleted:
+        shutil.rmtree(path)
+    result = ablate(tmp_path, *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stderr
+    client, (run,), _ = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/exact_accuracy")]
+    assert steps == list(range(5, 601, 5))  # each evaluation once, none missing

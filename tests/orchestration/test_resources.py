@@ -44,13 +44,27 @@ def test_auto_shares_on_a_cluster_without_gpus_stop_before_any_trial(tmp_path):
 
 @pytest.mark.slow
 def test_a_failure_after_the_parent_run_exists_ends_it_failed_with_the_error(tmp_path):
-    from tests.orchestration.test_ablate import ablate, runs
+    from orchestration.ablate import plan
+    from tests.orchestration.test_ablate import ablate, compose, runs
+
+    command = ["suite=smoke", "scale=smoke", f"storage.results={tmp_path}/results"]
+    execution = plan(compose(*command), tmp_path)["execution"]
+    # a file where Tune's experiment folder should go: Tune fails once the parent run exists
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / execution).write_text("blocker: not a folder\n")
+    result = ablate(tmp_path, *command)
+    assert result.returncode != 0
+    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
+    assert children == [] and [p.info.status for p in parents] == ["FAILED"]
+    assert execution in parents[0].data.tags["error"]
+
+
+def test_a_results_location_that_cannot_be_a_folder_is_a_clear_error(tmp_path):
+    from tests.orchestration.test_ablate import ablate
 
     (tmp_path / "blocker").write_text("a file where the results folder should go\n")
     result = ablate(
         tmp_path, "suite=smoke", "scale=smoke", f"storage.results={tmp_path}/blocker/results"
     )
-    assert result.returncode != 0
-    _, children, parents = runs(f"sqlite:///{tmp_path}/.trm/mlflow.db")
-    assert children == [] and [p.info.status for p in parents] == ["FAILED"]
-    assert "blocker" in parents[0].data.tags["error"]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "storage.results" in result.stderr and "blocker" in result.stderr

@@ -56,3 +56,32 @@ def test_concurrent_first_uses_of_a_dataset_input_all_succeed(tmp_path):
     outputs = [p.communicate(timeout=120) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+# Opens the tracker of a store that does not exist yet, at the same moment as the others.
+OPEN_FRESH_STORE = """
+import sys, time
+from orchestration.tracking import Tracker
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+tracker = Tracker(sys.argv[1])
+print(tracker.experiment("trm-lab/fresh"), flush=True)
+"""
+
+
+def test_drivers_creating_one_fresh_store_at_once_all_get_a_working_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / '.trm' / 'mlflow.db'}"
+    start = time.time() + 6
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_FRESH_STORE, uri, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+    assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, seen by all
+    assert sorted(p.name for p in (tmp_path / ".trm").iterdir()) == ["mlflow.db"]
