@@ -623,8 +623,34 @@ def _drive(cfg, base, planned, execution, command, run_trial, tune) -> list[dict
     return rows
 
 
+# Tune copies these from the driver's environment into every trial actor's runtime_env, and Ray
+# writes runtime_envs in plain text to its logs (runtime_env_agent.log, mode 644, kept after
+# the run; the dashboard shows them on a cluster). Workers get credentials from their own
+# environment instead: the node's (the embedded Ray's daemons inherit the driver's), the pod's
+# Secret on Kubernetes.
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
+                        "AWS_SESSION_TOKEN")  # fmt: skip
+
+
+def _keep_credentials_out_of_runtime_envs() -> None:
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - set(
+        CREDENTIAL_VARIABLES
+    )
+
+
+# How often Tune saves its experiment state (at most; each save uploads a few hundred KB at
+# most). Tune's default ties it to the checkpoint retention (a save every `num_to_keep`
+# checkpoints, else every >= 10 s); every checkpoint is kept here, so without this a search
+# killed within 10 s of a trial's end re-sampled that trial on resume (an extra trial).
+EXPERIMENT_STATE_EVERY_S = "2"
+
+
 def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune):
     """Hand the specs to Ray Tune (a new Tuner, or the saved one on a resume); one row each."""
+    _keep_credentials_out_of_runtime_envs()
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_EVERY_S)
     suite, scale, specs = planned["suite"], planned["scale"], planned["specs"]
     request: Request = planned["request"]
     for spec in specs:
