@@ -40,22 +40,29 @@ print("ok", flush=True)
 """
 
 
-def test_concurrent_first_uses_of_a_dataset_input_all_succeed(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = Tracker(uri).experiment("trm-lab/datasets")
-    start, rounds = time.time() + 8, 8
+def run_together(script: str, *args: str, processes: int = 4) -> list[str]:
+    """Run `script` in `processes` real processes at once; their stdouts, each asserted ok."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", LOG_SAME_DATASETS, uri, experiment, str(start), str(rounds)],
+            [sys.executable, "-c", script, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(processes)
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+    return [out.strip() for out, _ in outputs]
+
+
+def test_concurrent_first_uses_of_a_dataset_input_all_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = Tracker(uri).experiment("trm-lab/datasets")
+    start, rounds = time.time() + 8, 8
+    outputs = run_together(LOG_SAME_DATASETS, uri, experiment, str(start), str(rounds))
+    assert outputs == ["ok"] * 4
 
 
 # Opens the tracker of a store that does not exist yet, at the same moment as the others.
@@ -70,18 +77,6 @@ print(tracker.experiment("trm-lab/fresh"), flush=True)
 
 def test_drivers_creating_one_fresh_store_at_once_all_get_a_working_store(tmp_path):
     uri = f"sqlite:///{tmp_path / '.trm' / 'mlflow.db'}"
-    start = time.time() + 6
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_FRESH_STORE, uri, str(start)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-2000:]
-    assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, seen by all
+    outputs = run_together(OPEN_FRESH_STORE, uri, str(time.time() + 6))
+    assert len(set(outputs)) == 1  # one experiment, seen by all
     assert sorted(p.name for p in (tmp_path / ".trm").iterdir()) == ["mlflow.db"]
