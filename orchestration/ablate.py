@@ -723,7 +723,7 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
             ),
         )
     results = tuner.fit()
-    _close_trial_runs(tracker, experiment_id, parent, execution, results)
+    _close_trial_runs(tracker, experiment_id, parent, results)
     rows = []
     for result in results:
         spec = result.config["trial"]
@@ -739,18 +739,19 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
     return rows
 
 
-def _close_trial_runs(tracker: Tracker, experiment_id: str, parent: str, execution: str, results):
+def _close_trial_runs(tracker: Tracker, experiment_id: str, parent: str, results):
     """No trial run stays RUNNING: a trial whose process died (killed, out of memory) on its
     last allowed attempt never closed its run. Those of errored trials end FAILED with Tune's
     error; any other left RUNNING ends KILLED, tagged with why."""
+    from orchestration.trial import run_tags as trial_run_tags
+
     for result in results:
         if not result.error:
             continue
-        spec = result.config["trial"]
-        tags = {"trm.execution": execution, "trm.arm": spec["arm"], "trm.seed": str(spec["seed"])}
-        if result.config.get("search"):
-            tags["trm.trial"] = str((result.metrics or {}).get("trial_id", ""))
-        run = tracker.find_run(experiment_id, tags)
+        spec = dict(result.config["trial"])
+        if result.config.get("search"):  # the run was found by the sample's trial id
+            spec["search_trial"] = str((result.metrics or {}).get("trial_id", ""))
+        run = tracker.find_run(experiment_id, trial_run_tags(spec))
         if run and tracker.status(run) == "RUNNING":
             tracker.finish(run, "FAILED", error=f"{type(result.error).__name__}: {result.error}")
     tracker.end_running_children(

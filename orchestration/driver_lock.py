@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestration.ray_session import pid_alive
+
 LEASE_TTL_S = float(os.environ.get("TRM_DRIVER_LEASE_S", "30"))
 
 
@@ -68,15 +70,10 @@ def _busy(execution: str, where: str, holder: dict[str, Any]) -> ExecutionBusy:
 
 
 def _same_host_and_gone(holder: dict[str, Any]) -> bool:
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    pid = holder.get("pid")
+    return (
+        holder.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid)
+    )
 
 
 @contextlib.contextmanager

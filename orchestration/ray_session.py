@@ -53,7 +53,8 @@ def ray_temp_dir(base: Path) -> Path:
     return short
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,9 +107,9 @@ def end_processes(pids: list[int], grace_s: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.1)
-        pids = [p for p in pids if _pid_alive(p)]
+        pids = [p for p in pids if pid_alive(p)]
         if not pids:
             return
 
@@ -120,7 +121,7 @@ def sweep_stale_sessions(temp_dir: Path) -> list[str]:
     swept = []
     for entry in sorted(temp_dir.iterdir()) if temp_dir.is_dir() else []:
         match = SESSION_PATTERN.match(entry.name)
-        if not match or entry.is_symlink() or _pid_alive(int(match.group(1))):
+        if not match or entry.is_symlink() or pid_alive(int(match.group(1))):
             continue
         end_processes(session_processes(temp_dir, entry.name))
         shutil.rmtree(entry, ignore_errors=True)
