@@ -39,8 +39,20 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from orchestration.driver_lock import one_driver  # noqa: E402
-from orchestration.preflight import check_services, check_values, missing_variable  # noqa: E402
+from orchestration.outage import ServiceWatch, StopOnOutage  # noqa: E402
+from orchestration.preflight import (  # noqa: E402
+    CONNECT_TIMEOUT_S,
+    check_services,
+    check_values,
+    missing_variable,
+    service_probes,
+)
 from orchestration.provenance import CodeIdentity, code_identity, run_tags  # noqa: E402
+from orchestration.ray_session import (  # noqa: E402
+    keep_on_loopback,
+    ray_temp_dir,
+    sweep_stale_sessions,
+)
 from orchestration.resources import auto_gpu_shares, check_gpus_per_trial  # noqa: E402
 from orchestration.resume import resumable  # noqa: E402
 from orchestration.suite import (  # noqa: E402
@@ -477,13 +489,12 @@ def _start_ray(cluster: dict[str, Any], base: Path) -> None:
     earlier driver of this directory left behind swept first."""
     import ray
 
-    from orchestration.ray_session import ray_temp_dir, sweep_stale_sessions
-
     if ray.is_initialized():
         return
     if cluster["address"]:
         ray.init(address=cluster["address"])
         return
+    keep_on_loopback()
     temp_dir = ray_temp_dir(base)
     swept = sweep_stale_sessions(temp_dir)
     if swept:
@@ -581,18 +592,23 @@ def launch(
     command = command or {"line": "", "overrides": []}
     request = read_request(cfg)
     check_services(cfg)
-    _start_ray(cfg["cluster"], base)
-    _check_gpus(request.scale)
-    planned = plan(cfg, base, request=request)
-    execution = planned["execution"]
-    if not cfg.get("resume", True):
-        execution = f"{execution}-{time.strftime('%Y%m%d-%H%M%S')}"
-    # a second driver of this execution raises ExecutionBusy (a ValueError: nothing launched)
-    with one_driver(planned["storage"]["results"], execution, command["line"]):
-        return _drive(cfg, base, planned, execution, command, run_trial, tune)
+    # from here on, an S3 or MLflow server silent for outage.after_s stops the suite (exit 3)
+    outage = cfg["outage"]
+    stop = StopOnOutage(None if cfg["cluster"]["address"] else ray_temp_dir(base))
+    probes = service_probes(cfg, min(CONNECT_TIMEOUT_S, outage["probe_every_s"]))
+    with ServiceWatch(probes, outage["after_s"], outage["probe_every_s"], stop):
+        _start_ray(cfg["cluster"], base)
+        _check_gpus(request.scale)
+        planned = plan(cfg, base, request=request)
+        execution = planned["execution"]
+        if not cfg.get("resume", True):
+            execution = f"{execution}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # a second driver of this execution raises ExecutionBusy (a ValueError: nothing ran)
+        with one_driver(planned["storage"]["results"], execution, command["line"]):
+            return _drive(cfg, base, planned, execution, command, run_trial, tune, stop)
 
 
-def _drive(cfg, base, planned, execution, command, run_trial, tune) -> list[dict[str, Any]]:
+def _drive(cfg, base, planned, execution, command, run_trial, tune, stop) -> list[dict[str, Any]]:
     """The execution, under its one-driver lock: parent run, trials, summary and report."""
     suite, scale = planned["suite"], planned["scale"]
     tracking_uri = cfg["tracking"]["uri"] or default_tracking_uri(base)
@@ -601,6 +617,7 @@ def _drive(cfg, base, planned, execution, command, run_trial, tune) -> list[dict
         f"trm-lab/{suite.name}", default_artifact_location(base, tracking_uri)
     )
     parent = _parent_run(tracker, experiment_id, planned, execution, command)
+    stop.runs = (tracker, experiment_id, parent)  # what an outage ends KILLED
     try:
         rows = _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune)
     except BaseException as err:  # nothing may leave the parent RUNNING

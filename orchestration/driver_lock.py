@@ -173,8 +173,14 @@ class S3Lease:
             time.sleep(min(self.ttl_s / 6, max(0.05, left)))
 
     def _renew(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         while not self._stop.wait(self.ttl_s / 3):
-            if not self._put(IfMatch=self.etag or ""):
+            try:
+                renewed = self._put(IfMatch=self.etag or "")
+            except (BotoCoreError, ClientError):
+                continue  # S3 not answering: try at the next renewal (the outage watch decides)
+            if not renewed:
                 self.lost.set()
                 return
 

@@ -11,11 +11,14 @@ MLflow, measured): here each is one paragraph, raised in seconds.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 CONNECT_TIMEOUT_S = float(os.environ.get("TRM_PREFLIGHT_TIMEOUT_S", "5"))
@@ -23,7 +26,12 @@ MISSING_VARIABLE = re.compile(r"Environment variable '([A-Za-z_][A-Za-z0-9_]*)' 
 
 
 class PreflightError(ValueError):
-    """A value or a service the command needs is wrong; nothing has started."""
+    """A value or a service the command needs is wrong; nothing has started. `cause`: what the
+    service answered, without the advice (the outage watch words its own)."""
+
+    def __init__(self, message: str, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause or message
 
 
 def missing_variable(err: Exception) -> str | None:
@@ -40,9 +48,17 @@ def _whole(key: str, value: Any, least: int, allow_none: bool = False) -> None:
         raise PreflightError(f"{key}={value!r} is not allowed; it must be {allowed}")
 
 
+def _positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise PreflightError(f"{key}={value!r} is not allowed; it must be a number of seconds > 0")
+
+
 def check_values(cfg: dict[str, Any]) -> None:
-    """The numbers a command sets: seeds and the scale's budget and resources."""
+    """The numbers a command sets: seeds, the outage watch, the scale's budget and resources."""
     _whole("seeds", cfg.get("seeds"), 1, allow_none=True)
+    outage = cfg.get("outage") or {}
+    for key in ("after_s", "probe_every_s"):
+        _positive(f"outage.{key}", outage.get(key))
     scale = cfg["scale"]
     name = f"scale.{{}} (scale {scale.get('name')!r})"
     _whole(name.format("seeds"), scale.get("seeds"), 1, allow_none=True)
@@ -63,33 +79,69 @@ def check_values(cfg: dict[str, Any]) -> None:
     _whole(name.format("max_concurrent_trials"), scale.get("max_concurrent_trials"), 1, True)
 
 
-def check_services(cfg: dict[str, Any]) -> None:
-    """S3 buckets of `storage` and an http(s) MLflow `tracking.uri` answer, each within
-    CONNECT_TIMEOUT_S (TRM_PREFLIGHT_TIMEOUT_S), or one error names the service."""
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """One remote service a command depends on; `check()` raises PreflightError (naming the
+    service and what to do) when it does not answer within `timeout_s`."""
+
+    service: str  # "S3" or "MLflow"
+    where: str  # e.g. "bucket 'trm' (storage.results) at http://127.0.0.1:9000"
+    check: Callable[[], None]
+
+
+def service_probes(cfg: dict[str, Any], timeout_s: float = CONNECT_TIMEOUT_S) -> list[Probe]:
+    """The S3 buckets of `storage` and an http(s) MLflow `tracking.uri`; none for the embedded
+    default (a local folder and a sqlite file)."""
+    probes = []
     buckets: dict[str, list[str]] = {}  # bucket → the storage keys using it
     for key, uri in (cfg.get("storage") or {}).items():
         if isinstance(uri, str) and uri.startswith("s3://"):
             buckets.setdefault(uri.removeprefix("s3://").split("/", 1)[0], []).append(key)
     for bucket, keys in buckets.items():
-        _check_bucket(bucket, ", ".join(f"storage.{key}" for key in keys))
+        key = ", ".join(f"storage.{key}" for key in keys)
+        probes.append(
+            Probe(
+                "S3",
+                f"bucket {bucket!r} ({key}) at {_s3_endpoint() or 'AWS S3'}",
+                functools.partial(_check_bucket, bucket, key, timeout_s),
+            )
+        )
     uri = (cfg.get("tracking") or {}).get("uri")
     if isinstance(uri, str) and uri.startswith(("http://", "https://")):
-        _check_mlflow(uri)
+        probes.append(
+            Probe(
+                "MLflow",
+                f"the tracking server at {uri} (tracking.uri)",
+                functools.partial(_check_mlflow, uri, timeout_s),
+            )
+        )
+    return probes
 
 
-def _check_bucket(bucket: str, key: str) -> None:
+def check_services(cfg: dict[str, Any]) -> None:
+    """Every service probe answers within CONNECT_TIMEOUT_S (TRM_PREFLIGHT_TIMEOUT_S), or one
+    error names the service."""
+    for probe in service_probes(cfg):
+        probe.check()
+
+
+def _s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def _check_bucket(bucket: str, key: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = _s3_endpoint()
     where = endpoint or "AWS S3"
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         config=Config(
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=CONNECT_TIMEOUT_S,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
             retries={"max_attempts": 1, "mode": "standard"},
         ),
     )
@@ -100,17 +152,19 @@ def _check_bucket(bucket: str, key: str) -> None:
         meaning = {"404": "does not exist", "403": "is not accessible with these credentials"}
         raise PreflightError(
             f"S3 bucket {bucket!r} ({key}) at {where} {meaning.get(code, f'answered {code}')}; "
-            "create it or point the storage variables at one that exists"
+            "create it or point the storage variables at one that exists",
+            cause=f"HEAD bucket answered {code}",
         ) from None
     except BotoCoreError as err:  # no endpoint, no credentials, timeout
         raise PreflightError(
             f"S3 ({key}, bucket {bucket!r}) at {where} is not reachable within "
-            f"{CONNECT_TIMEOUT_S:g} s: {err}. Check AWS_ENDPOINT_URL_S3 and the AWS_* "
-            "credentials, or use storage=local"
+            f"{timeout_s:g} s: {err}. Check AWS_ENDPOINT_URL_S3 and the AWS_* "
+            "credentials, or use storage=local",
+            cause=str(err),
         ) from None
 
 
-def _check_mlflow(uri: str) -> None:
+def _check_mlflow(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
     request = urllib.request.Request(
         url,
@@ -118,19 +172,21 @@ def _check_mlflow(uri: str) -> None:
         headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read()
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
             return  # it answers; credentials are MLflow's own business (MLFLOW_TRACKING_*)
         raise PreflightError(
             f"the MLflow server at {uri} (tracking.uri) answered HTTP {err.code} to a search; "
-            "is it an MLflow tracking server?"
+            "is it an MLflow tracking server?",
+            cause=f"a search answered HTTP {err.code}",
         ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise PreflightError(
             f"the MLflow server at {uri} (tracking.uri, MLFLOW_TRACKING_URI) is not reachable "
-            f"within {CONNECT_TIMEOUT_S:g} s: {reason}. Start it (python -m "
-            "orchestration.stack up) or use tracking=local"
+            f"within {timeout_s:g} s: {reason}. Start it (python -m "
+            "orchestration.stack up) or use tracking=local",
+            cause=str(reason),
         ) from None

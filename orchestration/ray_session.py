@@ -53,6 +53,23 @@ def ray_temp_dir(base: Path) -> Path:
     return short
 
 
+# Ray's own switch for single-machine use (meant for macOS and Windows): with it off, Ray takes
+# 127.0.0.1 as the node's IP. Without it Ray replaces a loopback `_node_ip_address` by the host's
+# routable IP (services.resolve_ip_for_localhost), and its servers then listen on every
+# interface (GCS, raylet, workers) or on that IP (agents), for anyone on the network.
+CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_on_loopback() -> None:
+    """Make the embedded Ray of this process advertise and bind 127.0.0.1 only, its daemons
+    and workers included (they inherit the variable). Call before `ray.init()`; never for a
+    driver that joins a cluster, which other nodes must reach."""
+    os.environ[CLUSTER_MODE_VARIABLE] = "0"
+    from ray._private import ray_constants  # read at import: ray may be imported already
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process `pid` exists on this host (one of another user counts)."""
     try:
@@ -112,6 +129,16 @@ def end_processes(pids: list[int], grace_s: float = 5.0) -> None:
         pids = [p for p in pids if pid_alive(p)]
         if not pids:
             return
+
+
+def own_sessions(temp_dir: Path, pid: int | None = None) -> list[str]:
+    """The session folders under `temp_dir` that process `pid` (default: this one) started."""
+    pid = os.getpid() if pid is None else pid
+    return [
+        entry.name
+        for entry in (sorted(temp_dir.iterdir()) if temp_dir.is_dir() else [])
+        if (match := SESSION_PATTERN.match(entry.name)) and int(match.group(1)) == pid
+    ]
 
 
 def sweep_stale_sessions(temp_dir: Path) -> list[str]:

@@ -23,6 +23,7 @@ PARENT_TAG = "mlflow.parentRunId"
 INTERRUPTED_TAG = "trm.interrupted"
 ERROR_TAG = "error"
 STOPPED_EARLY_TAG = "trm.stopped_early"
+RESUMED_TAG = "trm.resumed_from_steps"  # "30,50": each restart of the trial, and from where
 SECRET_PATTERN = re.compile(r"(secret|password|token|credential|access_key)", re.IGNORECASE)
 
 
@@ -169,23 +170,42 @@ class Tracker:
                 )
         return run_id
 
-    def resume(self, run_id: str) -> None:
-        """Continue a run: RUNNING again, and the tags of how its last attempt ended gone."""
+    def resume(self, run_id: str, from_step: int | None = None) -> None:
+        """Continue a run: RUNNING again, and the tags of how its last attempt ended gone.
+        `from_step`: the step a restarted trial continues from (0: it starts afresh), added to
+        RESUMED_TAG, so a run says how often and from where it was resumed."""
         self.client.update_run(run_id, status="RUNNING")
         tags = self.client.get_run(run_id).data.tags
         for stale in (INTERRUPTED_TAG, ERROR_TAG, STOPPED_EARLY_TAG):
             if stale in tags:
                 self.client.delete_tag(run_id, stale)
+        if from_step is not None:
+            steps = [s for s in tags.get(RESUMED_TAG, "").split(",") if s]
+            self.client.set_tag(run_id, RESUMED_TAG, ",".join([*steps, str(from_step)]))
 
     def end_running_children(
-        self, experiment_id: str, parent_run_id: str, status: str, reason: str
+        self,
+        experiment_id: str,
+        parent_run_id: str,
+        status: str,
+        reason: str,
+        failed_since_ms: int | None = None,
     ) -> int:
         """End the parent's children still RUNNING with `status`, tagged with `reason`: a trial
-        whose process died (killed, out of memory, its driver gone) never closed its own run."""
-        runs = self.client.search_runs(
-            [experiment_id],
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        )
+        whose process died (killed, out of memory, its driver gone) never closed its own run.
+        `failed_since_ms`: also those that ended FAILED since then (a trial that failed because
+        of the outage that stops the suite was not a training fault)."""
+        query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        runs = [
+            run
+            for run in self.client.search_runs([experiment_id], query)
+            if run.info.status == "RUNNING"
+            or (
+                failed_since_ms is not None
+                and run.info.status == "FAILED"
+                and (run.info.end_time or 0) >= failed_since_ms
+            )
+        ]
         for run in runs:
             self.client.set_tag(run.info.run_id, INTERRUPTED_TAG, reason)
             self.client.set_terminated(run.info.run_id, status=status)

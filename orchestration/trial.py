@@ -143,6 +143,7 @@ class ReportToTuneAndMlflow(TrainerCallback):
                     "trainer": trainer.state_dict(),
                     "loader": self.loader.state_dict(),
                     "run_id": self.run_id,
+                    "report": report,  # said again by an attempt that finds nothing left to do
                 },
                 Path(directory) / CHECKPOINT_FILE,
             )
@@ -166,8 +167,8 @@ def run_trial(config: dict[str, Any]) -> None:
             )
     run_id = state["run_id"] if state else tracker.find_run(experiment_id, run_tags(spec))
     first_attempt = run_id is None
-    if run_id:
-        tracker.resume(run_id)
+    if run_id:  # an earlier attempt's run: this attempt continues it, from its checkpoint or 0
+        tracker.resume(run_id, from_step=state["trainer"]["step"] if state else 0)
     else:
         tags = {
             **run_tags(spec),
@@ -240,6 +241,11 @@ def _train(
         trainer.load_state_dict(state["trainer"])
         loader.load_state_dict(state["loader"])
     budget = spec["budget"]
+    if state is not None and trainer.step >= budget["steps"] and "report" in state:
+        # restored from its final checkpoint (one Tune's saved state had not recorded): the
+        # training is done; Tune (and a scheduler) still needs its last result
+        tune.report(state["report"])
+        return
     trainer.fit(
         loader,
         budget["steps"],

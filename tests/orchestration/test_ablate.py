@@ -31,14 +31,19 @@ def ablate(cwd: Path, *overrides: str, env: dict | None = None, timeout: int = 6
     )
 
 
-def start_driver(cwd: Path, command: list[str], env: dict | None = None) -> subprocess.Popen:
-    """`ablate` in the background, in its own process group (so kill_driver takes it all)."""
+def start_driver(
+    cwd: Path, command: list[str], env: dict | None = None, capture: bool = False
+) -> subprocess.Popen:
+    """`ablate` in the background, in its own process group (so kill_driver takes it all);
+    `capture`: its stdout and stderr as text pipes (read them with communicate())."""
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "orchestration.ablate", *command],
         cwd=cwd,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        text=capture,
         start_new_session=True,
     )
 
@@ -225,7 +230,11 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_every_trial(tmp_pat
     driver = start_driver(tmp_path, command)
     deadline = time.time() + 300
     results = tmp_path / ".trm" / "ray_results"
-    while time.time() < deadline and len(list(results.glob("*/*/checkpoint_*"))) < 3:
+    # killed once Tune has saved its state (before that, a rerun is a fresh start by design)
+    while time.time() < deadline and (
+        len(list(results.glob("*/*/checkpoint_*"))) < 3
+        or not list(results.glob("*/experiment_state-*.json"))
+    ):
         time.sleep(0.5)
     assert list(results.glob("*/*/checkpoint_*")), "no checkpoint appeared before the kill"
     kill_driver(driver, tmp_path)
@@ -268,7 +277,10 @@ def test_smoke_suite_on_s3_and_a_tracking_server_resumes_from_s3_on_a_fresh_mach
         first.mkdir()
         driver = start_driver(first, command, env)
         deadline = time.time() + 300
-        while time.time() < deadline and not any("checkpoint_" in k for k in keys()):
+        while time.time() < deadline and not (
+            any("checkpoint_" in k for k in keys())
+            and any("experiment_state-" in k for k in keys())
+        ):
             time.sleep(1)
         assert any("checkpoint_" in k for k in keys()), "no checkpoint reached S3 before the kill"
         kill_driver(driver, first)
