@@ -353,6 +353,12 @@ def plan(
                         **axis_tags(dataclasses.asdict(model), dataclasses.asdict(train)),
                     },
                     "inject_failure": (cfg.get("inject_failure") or {}).get(arm),
+                    # how often to checkpoint besides evaluations: not part of what runs
+                    "checkpoint_every_s": (
+                        None
+                        if scale.get("checkpoint_every_min") is None
+                        else 60.0 * scale["checkpoint_every_min"]
+                    ),
                 }
             )
     # Longest trials first (by model FLOPs per step): with fewer slots than trials the suite
@@ -364,6 +370,7 @@ def plan(
     portable = [
         {
             **s,
+            "checkpoint_every_s": None,  # when to checkpoint changes no result
             "dataset": {**s["dataset"], "cache": None},
             "tags": {k: v for k, v in s["tags"].items() if k != "mlflow.user"},
         }

@@ -48,9 +48,10 @@ def _whole(key: str, value: Any, least: int, allow_none: bool = False) -> None:
         raise PreflightError(f"{key}={value!r} is not allowed; it must be {allowed}")
 
 
-def _positive(key: str, value: Any) -> None:
+def _positive(key: str, value: Any, unit: str = "seconds", allow_none: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise PreflightError(f"{key}={value!r} is not allowed; it must be a number of seconds > 0")
+        allowed = f"a number of {unit} > 0" + (" or null" if allow_none else "")
+        raise PreflightError(f"{key}={value!r} is not allowed; it must be {allowed}")
 
 
 def check_values(cfg: dict[str, Any]) -> None:
@@ -76,6 +77,9 @@ def check_values(cfg: dict[str, Any]) -> None:
     _whole(name.format("eval_batch_size"), scale.get("eval_batch_size"), 1)
     _whole(name.format("cpus_per_trial"), scale.get("cpus_per_trial"), 1)
     _whole(name.format("max_failures"), scale.get("max_failures"), 0)
+    every = scale.get("checkpoint_every_min")
+    if every is not None:
+        _positive(name.format("checkpoint_every_min"), every, "minutes", allow_none=True)
     _whole(name.format("max_concurrent_trials"), scale.get("max_concurrent_trials"), 1, True)
 
 

@@ -58,9 +58,18 @@ def resumable(train_function: Callable, required_file: str):
     from ray.train._internal.session import get_session
     from ray.tune.trainable.function_trainable import wrap_function
 
+    from orchestration.preemption import stop_on_sigterm
+
     base = wrap_function(train_function)
 
     class Resumable(base):
+        def setup(self, config):
+            try:  # the actor's main thread: the only one that may set a signal handler
+                stop_on_sigterm()
+            except ValueError as err:
+                print(f"SIGTERM will not checkpoint in this worker: {err}", file=sys.stderr)
+            super().setup(config)
+
         def step(self):
             session = get_session()
             if not session.training_started and session.loaded_checkpoint is None:

@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import tempfile
 import time
 import traceback
@@ -23,6 +24,7 @@ import yaml
 from ray import tune
 
 from datasets.loader import TrainBatches, eval_batches
+from orchestration.preemption import PreemptionCheckpoints, training, write_to_trial_storage
 from orchestration.suite import describe_values
 from orchestration.tasks import open_trial_data, trial_trainer
 from orchestration.tracking import STOPPED_EARLY_TAG, Tracker, axis_tags
@@ -138,16 +140,21 @@ class ReportToTuneAndMlflow(TrainerCallback):
         if self.after_log:
             self.after_log()
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(
-                {
-                    "trainer": trainer.state_dict(),
-                    "loader": self.loader.state_dict(),
-                    "run_id": self.run_id,
-                    "report": report,  # said again by an attempt that finds nothing left to do
-                },
-                Path(directory) / CHECKPOINT_FILE,
-            )
+            torch.save(self.state(trainer, report), Path(directory) / CHECKPOINT_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def state(self, trainer: Trainer, report: dict[str, float] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds: everything an exact resume needs, and the run it logs to."""
+        return {
+            "trainer": trainer.state_dict(),
+            "loader": self.loader.state_dict(),
+            "run_id": self.run_id,
+            "report": report,  # an evaluation's, said again by an attempt with nothing left to do
+        }
+
+    def save_between_evaluations(self, trainer: Trainer) -> str:
+        """A checkpoint Tune does not record (orchestration/preemption.py); its folder."""
+        return write_to_trial_storage(self.state(trainer), CHECKPOINT_FILE)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -236,21 +243,31 @@ def _train(
     trainer = trial_trainer(spec)
     _reset_peak_memory(trainer.device)
     tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
+    # where this attempt runs: the node, and the worker a preemption or a kill would end
+    tracker.client.set_tag(run_id, "trm.worker", f"{socket.gethostname()}:{os.getpid()}")
     loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"])
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         loader.load_state_dict(state["loader"])
     budget = spec["budget"]
-    if state is not None and trainer.step >= budget["steps"] and "report" in state:
+    if state is not None and trainer.step >= budget["steps"] and state.get("report"):
         # restored from its final checkpoint (one Tune's saved state had not recorded): the
         # training is done; Tune (and a scheduler) still needs its last result
         tune.report(state["report"])
         return
-    trainer.fit(
-        loader,
+    reporter = ReportToTuneAndMlflow(tracker, run_id, loader, progress, after_log)
+    between = PreemptionCheckpoints(
+        reporter.save_between_evaluations,
+        spec.get("checkpoint_every_s"),
+        budget["eval_every"],
         budget["steps"],
-        eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
-        eval_every=budget["eval_every"],
-        hooks=lambda: task.eval_hooks(manifest),
-        callbacks=[ReportToTuneAndMlflow(tracker, run_id, loader, progress, after_log)],
     )
+    with training():  # SIGTERM from here on: checkpoint, then stop (Tune retries)
+        trainer.fit(
+            loader,
+            budget["steps"],
+            eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
+            eval_every=budget["eval_every"],
+            hooks=lambda: task.eval_hooks(manifest),
+            callbacks=[reporter, between],  # the evaluation's checkpoint first
+        )

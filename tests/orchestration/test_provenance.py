@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from orchestration.provenance import REPO, code_identity
@@ -119,16 +120,26 @@ def test_the_parent_run_records_command_overrides_code_and_says_when_code_change
 
 
 def test_peak_memory_is_measured_per_trial_not_per_worker_lifetime():
-    """A reused actor's later trials must not inherit an earlier trial's peak."""
-    import numpy as np
-    import torch
-
-    from orchestration.trial import _peak_memory_gib, _reset_peak_memory
-
-    cpu = torch.device("cpu")
-    block = np.ones(2**28, dtype=np.uint8)  # 256 MiB touched: a large first trial
-    del block
-    before = _peak_memory_gib(cpu)
-    _reset_peak_memory(cpu)
-    after = _peak_memory_gib(cpu)
+    """A reused actor's later trials must not inherit an earlier trial's peak. Measured in a
+    fresh process: in the test session's own, earlier tests' memory (freed or not) decides
+    what the reset can give back."""
+    probe = """
+import numpy as np, torch
+from orchestration.trial import _peak_memory_gib, _reset_peak_memory
+cpu = torch.device("cpu")
+block = np.ones(2**28, dtype=np.uint8)  # 256 MiB touched: a large first trial
+del block
+before = _peak_memory_gib(cpu)
+_reset_peak_memory(cpu)
+print(before, _peak_memory_gib(cpu))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    before, after = map(float, out.split())
     assert before - after > 0.2, (before, after)
