@@ -12,7 +12,15 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tests.orchestration.test_ablate import SMOKE, ablate, kill_driver, runs, start_driver
+from orchestration.preflight import PreflightError, check_values
+from tests.orchestration.test_ablate import (
+    SMOKE,
+    ablate,
+    compose,
+    kill_driver,
+    runs,
+    start_driver,
+)
 
 COMMAND = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=200", "scale.eval_every=100"]
 
@@ -34,6 +42,20 @@ def _trial_run(tracking_uri: str):
         return None
     found = client.search_runs([experiment.experiment_id], "tags.`trm.arm` = 'trm'", max_results=1)
     return found[0] if found else None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "true"])
+def test_a_bad_checkpoint_interval_is_refused_before_anything_starts(value):
+    with pytest.raises(PreflightError, match=r"checkpoint_every_min.* is not allowed.*minutes"):
+        check_values(compose("suite=smoke", "scale=paper", f"scale.checkpoint_every_min={value}"))
+
+
+def test_paper_scale_checkpoints_on_time_and_the_plan_says_how_often(tmp_path):
+    from orchestration.ablate import plan
+
+    assert compose("scale=paper")["scale"]["checkpoint_every_min"] == 30
+    specs = plan(compose("suite=smoke", "scale=smoke", "scale.checkpoint_every_min=0.5"), tmp_path)
+    assert {s["checkpoint_every_s"] for s in specs["specs"]} == {30.0}
 
 
 @pytest.mark.slow
