@@ -265,21 +265,28 @@ def read_request(cfg: dict[str, Any]) -> Request:
     return request
 
 
-def trial_budget(scale: dict[str, Any], task: str, manifest: dict, batch: int) -> dict[str, int]:
+def trial_budget(
+    scale: dict[str, Any], task: str, manifest: dict, batch: int, fraction: float = 1.0
+) -> dict[str, int]:
     """Steps and evaluation interval of one trial. A scale gives `steps` and `eval_every`, or
     `epochs` per task and a number of `evaluations`: steps = epochs × groups × examples per
     puzzle / batch, as the official code counts them (TRM_SPEC §2.1: Sudoku 50k epochs of
-    1000 groups at batch 768 = 65,104 steps)."""
+    1000 groups at batch 768 = 65,104 steps). An arm's budget `fraction` scales the epochs (or
+    steps) and keeps the number of evaluations (HRM: 0.4 × 50k epochs = 26,041 steps)."""
     epochs = (scale.get("epochs") or {}).get(task)
     if epochs is None:
         if scale.get("steps") is None:
             raise SuiteError(
                 f"scale {scale['name']!r} gives neither steps nor epochs.{task} for task {task!r}"
             )
-        steps, eval_every = scale["steps"], scale["eval_every"]
+        steps = max(1, int(scale["steps"] * fraction))
+        evaluations = max(1, scale["steps"] // scale["eval_every"])
+        eval_every = scale["eval_every"] if fraction == 1.0 else max(1, steps // evaluations)
     else:
         train = manifest["splits"]["train"]
-        steps = int(epochs * train["groups"] * train["examples"] / train["puzzles"] / batch)
+        steps = int(
+            epochs * fraction * train["groups"] * train["examples"] / train["puzzles"] / batch
+        )
         eval_every = max(1, steps // scale["evaluations"])
     return {"steps": steps, "eval_every": eval_every, "eval_batch_size": scale["eval_batch_size"]}
 
@@ -316,14 +323,18 @@ def plan(
         dataset_id, manifest = datasets[task]
         resolved = request.resolution(arm, shapes[task])
         model, arm_train = resolved.model, resolved.train
-        budget = trial_budget(scale, task, manifest, arm_train.global_batch_size)
+        fraction = suite.arm(arm).budget_fraction
+        budget = trial_budget(scale, task, manifest, arm_train.global_batch_size, fraction)
+        label = resolved.run_label
+        if fraction != 1.0:  # the row says the budget it ran, not only the suite's
+            label += f" [budget: {fraction:g}× = {budget['steps']:,} steps]"
         for seed in range(seeds if not request.is_search else 1):
             train = arm_train.replace(seed=seed)
             specs.append(
                 {
                     "suite": suite.name,
                     "arm": arm,
-                    "label": resolved.run_label,
+                    "label": label,
                     "seed": seed,
                     "task": task,
                     "scale": scale["name"],
@@ -339,7 +350,7 @@ def plan(
                     },
                     "tags": {
                         "trm.suite": suite.name,
-                        "trm.label": resolved.run_label,  # as run, whatever the file says later
+                        "trm.label": label,  # as run, whatever the file says later
                         "trm.task": task,
                         "trm.scale": scale["name"],
                         "trm.dataset_id": dataset_id,

@@ -50,7 +50,8 @@ SUITE_KEYS = {
     "arms",
     "search",
 }
-ARM_KEYS = {"name", "label", "task", "set", "axes", "paper", "note"}
+ARM_KEYS = {"name", "label", "task", "set", "axes", "paper", "note", "budget"}
+BUDGET_KEYS = {"fraction", "reason"}
 KINDS = ("grid", "search")
 PRESET_KEYS = ("model.preset", "train.preset")
 SEARCH_KEYS = {"num_samples", "seed", "space", "scheduler"}
@@ -75,6 +76,11 @@ class SuiteArm:
     paper: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
     task: str | None = None  # None: the suite's task (Tables 4–5 put arms on several tasks)
+    # The arm's own training budget as a fraction of the scale's (e.g. HRM's Table 1 number
+    # comes from HRM's recipe, 20k epochs, not TRM's 50k: fraction 0.4; TRM_SPEC §4). 1.0: the
+    # scale's. Shown in the arm's label, and its `reason` in the report.
+    budget_fraction: float = 1.0
+    budget_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -324,9 +330,21 @@ def _arm(where: str, raw: Any) -> SuiteArm:
     for axis in raw.get("axes") or ():
         if axis not in FIELDS:
             raise ValueError(f"{where}: axis {axis!r} is not a model.* or train.* field")
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict):
+        raise ValueError(f"{where}: `budget` is a mapping with {sorted(BUDGET_KEYS)}")
+    _check_keys(f"{where} budget", budget, BUDGET_KEYS, {"fraction"} if budget else set())
+    fraction = budget.get("fraction", 1.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or fraction <= 0:
+        raise ValueError(
+            f"{where} budget.fraction={fraction!r}: give a number > 0, the arm's training "
+            "steps as a fraction of the scale's (e.g. 0.4 for 20k of 50k epochs)"
+        )
     return SuiteArm(
         name=str(raw["name"]),
         label=str(raw["label"]),
+        budget_fraction=float(fraction),
+        budget_reason=budget.get("reason"),
         set=settings,
         axes=tuple(raw.get("axes") or ()),
         paper=dict(raw.get("paper") or {}),

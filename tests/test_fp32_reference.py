@@ -6,7 +6,9 @@ on them. Speed-ups may reorder work, never change a computed fp32 value.
 
 The reference was written by the pre-optimisation code (trm_core of commit 7fa7453) with
 `cd /tmp && PYTHONPATH=<old checkout>:<this checkout> python -m tests.test_fp32_reference`
-(2 threads). Regenerate it only for an intended change of numerics, and say so in the commit.
+(2 threads). Regenerate it only for an intended change of numerics, and say so in the commit:
+`python -m tests.test_fp32_reference CASE …` rewrites only the cases named. trm_multiscale was
+rewritten when each z_i got its own initial vector (issue 12, as the official trm_hier6).
 Bit equality of float matmuls holds for one BLAS build on one instruction set; on another torch
 version or CPU capability the comparison falls back to a tight tolerance and says so (skip).
 """
@@ -151,14 +153,18 @@ def test_reference_was_recorded_where_bit_equality_is_checked(reference):
         pytest.skip(f"reference from {reference['environment']}, here {_environment()}")
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Write the reference for every case, or rewrite only the cases named (keeping the
+    others' recorded values)."""
     torch.set_num_threads(2)
     # The pre-optimisation code indexed the token table (tok_emb[inputs]), whose backward
     # accumulates rows from 2 threads in no fixed order at the mini shape; deterministic mode
     # makes it the serial in-order sum, which is what F.embedding's backward computes.
     torch.use_deterministic_algorithms(True)
-    cases = {}
+    cases = torch.load(REFERENCE, weights_only=False)["cases"] if only else {}
     for name, args in CASES.items():
+        if only and name not in only:
+            continue
         record = _record(*args)
         cases[name] = {
             "metrics": record["metrics"],
@@ -167,8 +173,9 @@ def main() -> None:
     REFERENCE.parent.mkdir(exist_ok=True)
     torch.save({"environment": _environment(), "cases": cases}, REFERENCE)
     size = REFERENCE.stat().st_size / 1024
-    print(f"wrote {REFERENCE} ({size:.0f} KiB) from {trm_core.__file__} for {sorted(cases)}")
+    written = only or sorted(cases)
+    print(f"wrote {REFERENCE} ({size:.0f} KiB) from {trm_core.__file__} for {written}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -41,6 +41,29 @@ def test_puzzle_table_and_init_states_are_buffers_not_parameters():
     assert buffers["y_init"].shape == (512,)
 
 
+def test_multiscale_z_has_one_fixed_initial_vector_per_z():
+    """Table 2's multi-scale variant: official trm_hier6 draws L1_init … L6_init separately
+    (TRM_SPEC §4). Tied vectors would start every z_i equal, a different model."""
+    cfg = ModelConfig.from_preset("trm_multiscale", hidden=16, heads=2, **SUDOKU)
+    model = RecursiveReasoningModel(cfg)
+    names = {n for n, _ in model.named_buffers() if "init" in n}
+    assert names == {"y_init", "z_init"} | {f"z_init_{i}" for i in range(2, cfg.n + 1)}
+    states = model.initial_states(2, torch.float32)
+    assert len(states) == cfg.n + 1
+    zs = torch.stack([s[0, 0] for s in states[1:]])
+    assert torch.cdist(zs, zs).add(torch.eye(cfg.n)).min() > 0.1  # pairwise distinct
+    # the initial vectors change what the model computes: tying them changes the logits
+    batch = torch.randint(0, 11, (2, 81))
+    ids = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        own = model(states, batch, ids, track_grad=False).logits
+        tied = tuple([states[0]] + [states[1]] * cfg.n)
+        assert not torch.allclose(own, model(tied, batch, ids, track_grad=False).logits)
+    # other latent layouts are unchanged: two vectors, as before
+    plain = RecursiveReasoningModel(ModelConfig.from_preset("trm_mlp", hidden=16, **SUDOKU))
+    assert {n for n, _ in plain.named_buffers() if "init" in n} == {"y_init", "z_init"}
+
+
 def test_depth_and_forward_passes_follow_table1():
     trm = ModelConfig.from_preset("trm_mlp", **SUDOKU)
     assert trm.depth == 42 and trm.depth * trm.halt_max_steps == 672

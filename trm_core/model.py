@@ -81,6 +81,10 @@ class RecursiveReasoningModel(nn.Module):
         # Fixed initial states (§1.1): drawn once, persistent, never trained.
         self.register_buffer("y_init", trunc_normal_(torch.empty(c.hidden), std=1.0))
         self.register_buffer("z_init", trunc_normal_(torch.empty(c.hidden), std=1.0))
+        # Multi-scale z keeps one initial vector per z_i, drawn in order after z_init (= z_1),
+        # as the official trm_hier6 (L1_init … L6_init; TRM_SPEC §4 "Multi-scale z").
+        for i in range(2, c.n + 1 if c.latents == "multiscale" else 2):
+            self.register_buffer(f"z_init_{i}", trunc_normal_(torch.empty(c.hidden), std=1.0))
 
     @property
     def answer_net(self) -> ReasoningNet:
@@ -94,7 +98,9 @@ class RecursiveReasoningModel(nn.Module):
             return [self.y_init, self.z_init]
         if c.latents == "single_z":
             return [self.z_init]
-        return [self.y_init] + [self.z_init] * c.n
+        return [self.y_init, self.z_init] + [
+            getattr(self, f"z_init_{i}") for i in range(2, c.n + 1)
+        ]
 
     def initial_states(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         shape = (batch_size, self.config.total_seq_len, self.config.hidden)

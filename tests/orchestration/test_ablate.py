@@ -7,6 +7,7 @@ left RUNNING; bad suites, arms and fields fail fast with clear errors and launch
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 SMOKE = ["suite=smoke", "scale=smoke"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ablate(cwd: Path, *overrides: str, env: dict | None = None, timeout: int = 600):
@@ -157,6 +159,42 @@ def test_paper_scale_counts_steps_from_epochs_as_the_official_code():
     }
     arc = {"splits": {"train": {"groups": 960, "puzzles": 876_694, "examples": 3_630_000}}}
     assert trial_budget(scale, "arc1", arc, 768)["steps"] == int(1e5 * 960 * 3.63e6 / 876694 / 768)
+
+
+def test_an_arm_with_its_own_budget_runs_it_and_says_so_in_its_label():
+    """Table 1's HRM row is HRM's recipe, 20k epochs = 26,041 steps at batch 768 (TRM_SPEC §4),
+    not TRM's 50k: the paper suite gives the arm budget fraction 0.4; at a step-based scale the
+    fraction scales the steps and keeps the number of evaluations."""
+    from orchestration.ablate import trial_budget
+    from orchestration.suite import load_suite
+
+    paper = load_suite("paper")
+    assert paper.arm("hrm").budget_fraction == 0.4 and paper.arm("trm").budget_fraction == 1.0
+    scale = compose("suite=paper", "scale=paper")["scale"]
+    sudoku = {"splits": {"train": {"groups": 1000, "puzzles": 1_001_000, "examples": 1_001_000}}}
+    assert trial_budget(scale, "sudoku", sudoku, 768, 0.4)["steps"] == 26041
+    mini = compose("suite=paper", "scale=mini")["scale"]
+    assert trial_budget(mini, "sudoku", sudoku, 32, 0.4) == {
+        "steps": 224,  # 0.4 x 560
+        "eval_every": 56,  # still 4 evaluations
+        "eval_batch_size": mini["eval_batch_size"],
+    }
+
+
+def test_an_arm_budget_that_is_not_a_positive_fraction_is_refused(tmp_path):
+    from orchestration.suite import load_suite
+
+    text = (REPO / "ablations" / "smoke.yaml").read_text()
+    for bad, message in [
+        ("{fraction: 0}", "budget.fraction=0: give a number > 0"),
+        ("{fraction: abc}", "budget.fraction='abc': give a number > 0"),
+        ("{steps: 10}", "unknown key(s) ['steps']"),
+    ]:
+        (tmp_path / "smoke.yaml").write_text(
+            text.replace("    axes: [model.grad]", f"    axes: [model.grad]\n    budget: {bad}", 1)
+        )
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_suite("smoke", tmp_path)
 
 
 def test_unknown_field_is_refused_by_the_command_line(tmp_path):
