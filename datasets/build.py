@@ -1,8 +1,9 @@
 """Build a dataset once, with the paper's augmentations, into a content-addressed store.
 
     python -m datasets.build sudoku --source DIR [--subsample 1000] [--augment 1000] [--seed 0]
-                                    [--test-limit N] [--out .trm/datasets | s3://bucket/prefix]
-    python -m datasets.build maze --source DIR [--dihedral]
+                                    [--test-limit N] [--validation N]
+                                    [--out .trm/datasets | s3://bucket/prefix]
+    python -m datasets.build maze --source DIR [--dihedral] [--validation N]
     python -m datasets.build arc1 --concept-dir DIR [--augment 1000] [--seed 42]
     python -m datasets.build tiny_sudoku --train 6000 --test 500 --seed 0
     python -m datasets.build sudoku_mini --train 6000 --test 500 --seed 0   # scale=mini Sudoku
@@ -16,6 +17,10 @@ of the manifest. The same builder version, arguments, seed and source files give
 shards and so the same id. A dataset already in the store is verified, and whatever is missing
 or damaged is published again: the command exits 0 only when the stored dataset verifies.
 Tasks are defined in datasets/tasks/ (one file each).
+
+`--validation N` (sudoku, sudoku_mini, tiny_sudoku, maze) adds a `validation` split of N
+puzzles taken from the training side (never from test), for choosing checkpoints; the
+manifest's `validation_source` says how each task makes it.
 """
 
 from __future__ import annotations
@@ -139,6 +144,9 @@ def check_overlap(task_name: str, found: dict[str, Any] | None, strict: bool) ->
         "test puzzles also in train (as they are or as an augmentation)": found[
             "test_puzzles_in_train"
         ],
+        "validation puzzles also in train (as they are or as an augmentation)": found.get(
+            "validation_puzzles_in_train", 0
+        ),
     }
     problems = [f"{n} {what}" for what, n in counts.items() if n]
     if not problems:
@@ -213,6 +221,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--blanks", type=int, nargs="+", default=None, help="sudoku_mini: blank levels"
     )
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="sudoku, sudoku_mini, tiny_sudoku, maze: puzzles of a validation split taken from "
+        "the training side (0: none)",
+    )
     parser.add_argument("--concept-dir", help="arc1/arc2: folder of ConceptARC task JSONs")
     parser.add_argument(
         "--subset-limit",
@@ -223,8 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--strict",
         action="store_true",
-        help="refuse duplicate training puzzles and test puzzles inside train "
-        "(counted and warned about otherwise)",
+        help="refuse duplicate training puzzles and test (or validation) puzzles inside "
+        "train (counted and warned about otherwise)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

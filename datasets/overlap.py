@@ -300,6 +300,7 @@ def sudoku_overlap(
     train_questions: np.ndarray,
     test_questions: np.ndarray,
     max_confirmations: int = MAX_CONFIRMATIONS,
+    validation_questions: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Duplicates inside train and test puzzles inside train, before augmentation.
 
@@ -308,22 +309,31 @@ def sudoku_overlap(
     earlier one or to an augmentation of one), "test_puzzles_in_train" (a test puzzle equal to
     a train puzzle or an augmentation of one), their "exact_..." parts (identical rows), and
     "unconfirmed" with a "method" line (see the module docstring): exact unless more than
-    `max_confirmations` fingerprint matches needed an exact search."""
+    `max_confirmations` fingerprint matches needed an exact search. With
+    `validation_questions`, "validation_puzzles_in_train" and its exact part count them the
+    same way as the test puzzles."""
     train = np.ascontiguousarray(train_questions, dtype=np.uint8).reshape(-1, CELLS)
     test = np.ascontiguousarray(test_questions, dtype=np.uint8).reshape(-1, CELLS)
-    exact_train, exact_test = _row_hashes(train), _row_hashes(test)
+    held = {"test": test}
+    if validation_questions is not None:
+        held["validation"] = np.ascontiguousarray(validation_questions, dtype=np.uint8).reshape(
+            -1, CELLS
+        )
+    others = np.concatenate(list(held.values())) if len(held) > 1 else test
+    exact_train, exact_others = _row_hashes(train), _row_hashes(others)
     identical = np.array_equal
     exact_duplicates = int((_classes(train, exact_train, identical) != np.arange(len(train))).sum())
-    exact_in_train = int(_in_train(test, exact_test, train, exact_train, identical).sum())
+    exact_in_train = _in_train(others, exact_others, train, exact_train, identical)
     confirm = _Confirmer(max_confirmations)
-    train_keys, test_keys = _invariant_keys(train, test)
+    train_keys, other_keys = _invariant_keys(train, others)
     classes = _classes(train, train_keys, confirm.equivalent) == np.arange(len(train))
-    in_train = _in_train(test, test_keys, train[classes], train_keys[classes], confirm.equivalent)
-    return {
+    in_train = _in_train(
+        others, other_keys, train[classes], train_keys[classes], confirm.equivalent
+    )
+    found = {
         "duplicate_train_puzzles": int((~classes).sum()),
-        "test_puzzles_in_train": int(in_train.sum()),
         "exact_duplicate_train_puzzles": exact_duplicates,
-        "exact_test_puzzles_in_train": exact_in_train,
+        **_held_out_counts(held, in_train, exact_in_train),
         "unconfirmed": confirm.unconfirmed,
         "method": "sudoku symmetry group (digits, transpose, bands, rows, stacks, columns): "
         + (
@@ -333,6 +343,21 @@ def sudoku_overlap(
             f"{max_confirmations} exact searches not confirmed, so counts are upper bounds"
         ),
     }
+    return found
+
+
+def _held_out_counts(
+    held: dict[str, np.ndarray], in_train: np.ndarray, exact_in_train: np.ndarray
+) -> dict[str, int]:
+    """ "<split>_puzzles_in_train" and "exact_<split>_puzzles_in_train" for each held-out split
+    (test, validation), from flags over their rows concatenated in `held`'s order."""
+    counts, start = {}, 0
+    for split, rows in held.items():
+        part = slice(start, start + len(rows))
+        counts[f"{split}_puzzles_in_train"] = int(in_train[part].sum())
+        counts[f"exact_{split}_puzzles_in_train"] = int(exact_in_train[part].sum())
+        start += len(rows)
+    return counts
 
 
 # --------------------------------------------------------------------------- maze
@@ -349,26 +374,38 @@ def _dihedral_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return any(np.array_equal(maze_generator.dihedral(a, k, flat=True), b) for k in range(8))
 
 
-def maze_overlap(train_questions: np.ndarray, test_questions: np.ndarray) -> dict[str, Any]:
+def maze_overlap(
+    train_questions: np.ndarray,
+    test_questions: np.ndarray,
+    validation_questions: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Like `sudoku_overlap` for mazes (tokens [N, 900], 30×30), where an augmentation is one
     of the 8 dihedral images. Exact: the canonical key is the smallest of the 8 image hashes,
-    and every key match is compared cell by cell."""
-    train, test = np.asarray(train_questions), np.asarray(test_questions)
-    exact_train, exact_test = _row_hashes(train), _row_hashes(test)
+    and every key match is compared cell by cell. Validation puzzles, when given, are counted
+    like the test puzzles."""
+    train = np.asarray(train_questions)
+    held = {"test": np.asarray(test_questions)}
+    if validation_questions is not None:
+        held["validation"] = np.asarray(validation_questions)
+    others = np.concatenate(list(held.values())) if len(held) > 1 else held["test"]
+    exact_train, exact_others = _row_hashes(train), _row_hashes(others)
     identical = np.array_equal
     exact_duplicates = int((_classes(train, exact_train, identical) != np.arange(len(train))).sum())
-    exact_in_train = int(_in_train(test, exact_test, train, exact_train, identical).sum())
+    exact_in_train = _in_train(others, exact_others, train, exact_train, identical)
     train_keys = _dihedral_hashes(train).min(1)
     representative = _classes(train, train_keys, _dihedral_equal)
     classes = representative == np.arange(len(train))
     in_train = _in_train(
-        test, _dihedral_hashes(test).min(1), train[classes], train_keys[classes], _dihedral_equal
+        others,
+        _dihedral_hashes(others).min(1),
+        train[classes],
+        train_keys[classes],
+        _dihedral_equal,
     )
     return {
         "duplicate_train_puzzles": int((~classes).sum()),
-        "test_puzzles_in_train": int(in_train.sum()),
         "exact_duplicate_train_puzzles": exact_duplicates,
-        "exact_test_puzzles_in_train": exact_in_train,
+        **_held_out_counts(held, in_train, exact_in_train),
         "unconfirmed": 0,
         "method": "8 dihedral images: image hashes, every match compared cell by cell",
     }

@@ -127,22 +127,34 @@ def _first_bad(value: str, allowed: str) -> str:
     return f"{value[cell]!r} at cell {cell + 1}"
 
 
-def augmentation_maps(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`count` random symmetries as (cell index maps [count, 81], digit maps [count, 10])."""
-    digit_maps = np.zeros((count, 10), dtype=np.uint8)
-    digit_maps[:, 1:] = rng.permuted(np.tile(np.arange(1, 10, dtype=np.uint8), (count, 1)), axis=1)
-    transpose = rng.random(count) < 0.5
+def augmentation_maps(
+    count: int, rng: np.random.Generator, box: tuple[int, int] = (3, 3)
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random symmetries of a Sudoku with `box` = (r, c) (r rows by c columns per box,
+    side r·c) as (cell index maps [count, side²], digit maps [count, side + 1], 0 → 0): a digit
+    permutation, a transpose with probability 0.5 (only when r == c), the c bands of r rows
+    shuffled with the rows inside each band, and the r stacks of c columns shuffled with the
+    columns inside each stack. `out[j] = digit_map[grid[index[j]]]`. For 3×3 the draws are
+    the training augmentation's (`augment`); datasets.test_time uses every box shape."""
+    box_rows, box_cols = box
+    side = box_rows * box_cols
+    digit_maps = np.zeros((count, side + 1), dtype=np.uint8)
+    digit_maps[:, 1:] = rng.permuted(
+        np.tile(np.arange(1, side + 1, dtype=np.uint8), (count, 1)), axis=1
+    )
+    square = box_rows == box_cols
+    transpose = rng.random(count) < 0.5 if square else np.zeros(count, dtype=bool)
 
-    def line_order() -> np.ndarray:  # shuffle the 3 bands, then the 3 lines inside each band
-        bands = rng.permuted(np.tile(np.arange(3), (count, 1)), axis=1)
-        inside = rng.permuted(np.tile(np.arange(3), (count, 3, 1)), axis=2)
-        return (bands[:, :, None] * 3 + inside).reshape(count, SIDE)
+    def line_order(groups: int, size: int) -> np.ndarray:  # shuffle groups, then lines inside
+        bands = rng.permuted(np.tile(np.arange(groups), (count, 1)), axis=1)
+        inside = rng.permuted(np.tile(np.arange(size), (count, groups, 1)), axis=2)
+        return (bands[:, :, None] * size + inside).reshape(count, side)
 
-    rows, cols = line_order(), line_order()
+    rows, cols = line_order(box_cols, box_rows), line_order(box_rows, box_cols)
     r, c = rows[:, :, None], cols[:, None, :]
     # Transpose first, then permute: out[r, c] = T[rows[r], cols[c]] (same order as upstream).
-    index = np.where(transpose[:, None, None], c * SIDE + r, r * SIDE + c).reshape(count, CELLS)
-    return index.astype(np.intp), digit_maps
+    index = np.where(transpose[:, None, None], c * side + r, r * side + c)
+    return index.reshape(count, side * side).astype(np.intp), digit_maps
 
 
 AUGMENT_CHUNK = 64  # puzzles per vectorised chunk: bounds memory; part of the seeded stream

@@ -76,6 +76,10 @@ class Task:
     eval_columns: tuple[str, ...] = ()  # test-split columns the evaluation hooks read
     # manifest → fresh evaluation hooks (trm_core.EvalHook); built by orchestration per trial.
     eval_hooks: Callable[[Mapping[str, Any]], list] = field(default=no_hooks)
+    # (manifest, samples, seed) → test-time augmentations for voting (datasets.test_time:
+    # `sample_transforms`), the first the identity; None: the task has none (ARC's test split
+    # already holds the augmented versions it votes over).
+    test_time_transforms: Callable[[Mapping[str, Any], int, int], list] | None = None
 
 
 @cache

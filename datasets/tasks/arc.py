@@ -45,7 +45,13 @@ def build(
     augment: int,
     seed: int,
     subset_limit: int | None,
+    validation: int = 0,
 ) -> dict[str, Any]:
+    if validation:
+        raise ValueError(
+            f"--validation {validation}: {name} has no validation split (its test split holds "
+            "the augmented versions that pass@K votes over); allowed: 0 (the default)"
+        )
     sources = source_digests(name, {"concept_dir": concept_dir})
     progress("read and validated tasks")
     train, test, meta = arc.build_arc(
@@ -90,7 +96,10 @@ def _task(name: str) -> Task:
         stages=3,
         layout=lambda arguments: LAYOUT,
         cli_arguments=lambda args: dict(
-            concept_dir=args.concept_dir, augment=args.augment, subset_limit=args.subset_limit
+            concept_dir=args.concept_dir,
+            augment=args.augment,
+            subset_limit=args.subset_limit,
+            **({"validation": args.validation} if args.validation else {}),  # refused
         ),
         source_identity=lambda arguments: source_digests(name, arguments),
         eval_columns=arc.VOTING_COLUMNS,

@@ -1,4 +1,9 @@
-"""Sudoku-Extreme (TRM_SPEC §3.2): the published CSV, 1000 puzzles × 1000 augmentations."""
+"""Sudoku-Extreme (TRM_SPEC §3.2): the published CSV, 1000 puzzles × 1000 augmentations.
+
+`--validation N` adds N unaugmented validation puzzles (for choosing checkpoints; never the
+test split), drawn (seeded) from the train CSV's rows outside the subsample, so the training
+puzzles stay exactly those of the build without it; when every row is used for training
+(`--subsample 0`) they are carved out of train instead."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import overlap, sudoku
+from datasets import overlap, sudoku, test_time
 from datasets.arrays import PuzzleArrays
 from datasets.build_steps import (
     Progress,
@@ -32,29 +37,61 @@ def build(
     augment: int,
     seed: int,
     test_limit: int | None,
+    validation: int = 0,
 ) -> dict[str, Any]:
     check_counts(1, " (omit it to keep all)", subsample=subsample, test_limit=test_limit)
-    check_counts(0, augment=augment)
+    check_counts(0, augment=augment, validation=validation)
     files = source_files("sudoku", source)
     rng = np.random.default_rng([seed, 0])
+    held_out = np.random.default_rng([seed, 2])  # validation rows: a stream of their own
+    train_count = 0  # rows of the selection that are training rows (the rest: validation)
 
     def sampled(total: int) -> np.ndarray:  # the same rows whether streamed or read whole
+        nonlocal train_count
         if subsample is None:
-            return np.arange(total)
-        if subsample > total:
-            raise ValueError(
-                f"--subsample {subsample} exceeds the {total} training puzzles of the source"
-            )
-        return np.sort(rng.choice(total, subsample, replace=False))
+            if validation >= total:
+                raise ValueError(
+                    f"--validation {validation} would leave no training puzzles of the "
+                    f"source's {total}: allowed 0 to {total - 1} with --subsample 0"
+                )
+            chosen = np.arange(total)
+        else:
+            if subsample > total:
+                raise ValueError(
+                    f"--subsample {subsample} exceeds the {total} training puzzles of the source"
+                )
+            chosen = np.sort(rng.choice(total, subsample, replace=False))
+            if validation > total - subsample:
+                raise ValueError(
+                    f"--validation {validation} exceeds the {total - subsample} train rows of "
+                    f"the source outside --subsample {subsample}: allowed 0 to "
+                    f"{total - subsample}"
+                )
+        if not validation:
+            train_count = len(chosen)
+            return chosen
+        # Validation rows: outside the subsample (or, keeping all rows, carved out of train).
+        pool = np.arange(total) if subsample is None else np.delete(np.arange(total), chosen)
+        picked = np.sort(held_out.choice(pool, validation, replace=False))
+        if subsample is None:
+            chosen = np.delete(chosen, picked)
+        train_count = len(chosen)
+        return np.concatenate([chosen, picked])
 
-    train_rows = sudoku.read_csv(files["train"], keep=sampled)
+    read = sudoku.read_csv(files["train"], keep=sampled)
+    train_rows = read.take(slice(0, train_count))
+    validation_rows = read.take(slice(train_count, None))
     test_rows = sudoku.read_csv(
         files["test"],
         keep=None if test_limit is None else lambda total: np.arange(min(test_limit, total)),
     )
     progress("read and validated CSV")
-    found = overlap.sudoku_overlap(train_rows.questions, test_rows.questions)
-    progress("counted duplicates and test puzzles in train")
+    found = overlap.sudoku_overlap(
+        train_rows.questions,
+        test_rows.questions,
+        validation_questions=validation_rows.questions if validation else None,
+    )
+    progress("counted duplicates and test (and validation) puzzles in train")
     questions, answers = sudoku.augment(train_rows, augment, seed)
     progress(f"augmented {len(train_rows.questions)} puzzles x {augment + 1}")
 
@@ -69,12 +106,21 @@ def build(
         )
 
     train = arrays(questions, answers, len(train_rows.questions), train_rows.ratings)
-    test = arrays(
-        test_rows.questions, test_rows.answers, len(test_rows.questions), test_rows.ratings
-    )
-    splits = write_splits(staging, progress, train=train, test=test)
-    return manifest_body(
-        {"subsample": subsample, "augment": augment, "test_limit": test_limit},
+    held = {"test": test_rows}
+    if validation:
+        held["validation"] = validation_rows
+    unaugmented = {  # one puzzle per group
+        name: arrays(rows.questions, rows.answers, len(rows.questions), rows.ratings)
+        for name, rows in held.items()
+    }
+    splits = write_splits(staging, progress, train=train, **unaugmented)
+    body = manifest_body(
+        {
+            "subsample": subsample,
+            "augment": augment,
+            "test_limit": test_limit,
+            "validation": validation,
+        },
         seed,
         identity({"source": source}),
         LAYOUT,
@@ -82,12 +128,24 @@ def build(
         splits,
         overlap=found,
     )
+    if validation:
+        body["validation_source"] = (
+            f"{validation} unaugmented rows drawn (seeded) from the train CSV's rows "
+            + (
+                "outside the training subsample"
+                if subsample is not None
+                else "and removed from train"
+            )
+        )
+    return body
 
 
 TASKS = (
     Task(
         name="sudoku",
-        builder_version=2,  # 2: the manifest records overlap counts
+        # 2: the manifest records overlap counts; 3: optional validation split, `validation`
+        # in the arguments
+        builder_version=3,
         build=build,
         stages=4,
         layout=lambda arguments: LAYOUT,
@@ -96,8 +154,10 @@ TASKS = (
             subsample=args.subsample or None,
             augment=args.augment,
             test_limit=args.test_limit,
+            validation=args.validation,
         ),
         source_identity=identity,
         needs_source=True,
+        test_time_transforms=test_time.box_sudoku_transforms((3, 3)),
     ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datasets import tiny_sudoku
+from datasets import test_time, tiny_sudoku
 from datasets.build_steps import Progress, check_counts, manifest_body, write_splits
 from datasets.task import Task, TokenLayout, generated_source, grouped_exact_accuracy
 
@@ -14,25 +14,42 @@ LAYOUT = TokenLayout(
 )
 
 
-def build(staging: Path, progress: Progress, *, train: int, test: int, seed: int) -> dict[str, Any]:
+def build(
+    staging: Path, progress: Progress, *, train: int, test: int, seed: int, validation: int = 0
+) -> dict[str, Any]:
     check_counts(1, train=train, test=test)
-    train_arrays, test_arrays = tiny_sudoku.build(train, test, seed)
+    check_counts(0, validation=validation)
+    arrays = tiny_sudoku.build_splits(train, test, seed, validation_size=validation)
     progress("generated 4x4 puzzles")
-    splits = write_splits(staging, progress, train=train_arrays, test=test_arrays)
-    return manifest_body(
-        {"train": train, "test": test}, seed, generated_source({}), LAYOUT, 1, splits
+    splits = write_splits(staging, progress, **arrays)
+    body = manifest_body(
+        {"train": train, "test": test, "validation": validation},
+        seed,
+        generated_source({}),
+        LAYOUT,
+        1,
+        splits,
     )
+    if validation:
+        body["validation_source"] = (
+            f"{validation} puzzles drawn like train from the training solution grids by their "
+            "own seeded stream; none is identical to a training puzzle"
+        )
+    return body
 
 
 TASKS = (
     Task(
         name="tiny_sudoku",
-        builder_version=1,
+        builder_version=2,  # 2: optional validation split; `validation` in the arguments
         build=build,
         stages=2,
         layout=lambda arguments: LAYOUT,
-        cli_arguments=lambda args: dict(train=args.train, test=args.test),
+        cli_arguments=lambda args: dict(
+            train=args.train, test=args.test, validation=args.validation
+        ),
         eval_columns=("givens",),
         eval_hooks=grouped_exact_accuracy("givens"),
+        test_time_transforms=test_time.box_sudoku_transforms((2, 2)),
     ),
 )

@@ -18,18 +18,29 @@ CONCEPT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "concept
 
 # task → (reference build arguments, {builder_version: dataset id})
 PINNED = {
-    "tiny_sudoku": (dict(train=200, test=20, seed=0), {1: "2a608de4f78bbf589804cdb51f8871c5"}),
+    "tiny_sudoku": (
+        dict(train=200, test=20, seed=0),
+        {1: "2a608de4f78bbf589804cdb51f8871c5", 2: "2eeaca56ac903ca3eeb978b3cbb3e398"},
+    ),
     "sudoku_mini": (
         dict(train=60, test=10, box=[2, 3], blanks=[14, 17], seed=0),
-        {1: "47eff8cf22ef6d84b2bbd8f67771b534"},
+        {1: "47eff8cf22ef6d84b2bbd8f67771b534", 2: "9f1cb5c755d47ba9f44271018641790f"},
     ),
     "sudoku": (
         dict(source=str(REFERENCE / "sudoku"), subsample=5, augment=3, test_limit=None, seed=0),
-        {1: "4d0df2020098a7c727a30fe4684085f6", 2: "b2da27ab2b035302510e0a2b39306ee6"},
+        {
+            1: "4d0df2020098a7c727a30fe4684085f6",
+            2: "b2da27ab2b035302510e0a2b39306ee6",
+            3: "85d0392db246a57f6634920866227c00",
+        },
     ),
     "maze": (
         dict(source=str(REFERENCE / "maze"), dihedral=True, seed=0),
-        {1: "c6c85ca1e2cf1498f1a22b2c7d4d3813", 2: "cd59df439c34e06d7071d708aa8be041"},
+        {
+            1: "c6c85ca1e2cf1498f1a22b2c7d4d3813",
+            2: "cd59df439c34e06d7071d708aa8be041",
+            3: "93166811187c01afa25272b08ada1e89",
+        },
     ),
     "arc1": (
         dict(concept_dir=str(CONCEPT_DIR), augment=2, subset_limit=2, seed=42),
@@ -39,6 +50,16 @@ PINNED = {
         dict(concept_dir=str(CONCEPT_DIR), augment=2, subset_limit=2, seed=42),
         {1: "83e8eb901a9985992e11a402163e544c"},
     ),
+}
+
+
+# The same reference builds with a validation split (versions that have one), so that what a
+# validation split holds is pinned too: task → (extra arguments, {builder_version: dataset id}).
+VALIDATION_VARIANTS = {
+    "tiny_sudoku": (dict(validation=20), {2: "9b65f3c227d189e33eddac05caeb535b"}),
+    "sudoku_mini": (dict(validation=10), {2: "34d7780d9128486fae5bfebfe5800409"}),
+    "sudoku": (dict(validation=3), {3: "f618c251d521dc17a1e6cba544e70fdf"}),
+    "maze": (dict(validation=1), {3: "8c982110a08c185655156ab431cb7341"}),
 }
 
 
@@ -60,6 +81,23 @@ def test_builder_output_is_pinned_to_its_version(name, tmp_path):
     assert ident == ids[version], (
         f"{name}: the reference build's bytes changed (id {ident}, pinned {ids[version]}) but "
         f"builder_version is still {version}: bump it in datasets/tasks/ and pin the new id"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(VALIDATION_VARIANTS))
+def test_validation_split_is_pinned_to_its_version(name, tmp_path):
+    arguments, ids = VALIDATION_VARIANTS[name]
+    version = task(name).builder_version
+    assert version in ids, (
+        f"{name}: builder_version {version} has no pinned validation-variant id; add it to "
+        "VALIDATION_VARIANTS"
+    )
+    arguments = {**PINNED[name][0], **arguments}
+    ident = build(name, tmp_path / "store", quiet=True, cache_dir=tmp_path / "cache", **arguments)
+    assert "validation" in DatasetStore(tmp_path / "store").manifest(ident)["splits"]
+    assert ident == ids[version], (
+        f"{name}: the validation variant's bytes changed (id {ident}, pinned {ids[version]}) "
+        f"but builder_version is still {version}: bump it in datasets/tasks/ and pin the new id"
     )
 
 

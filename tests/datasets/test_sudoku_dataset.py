@@ -56,7 +56,12 @@ def test_augmented_solutions_are_valid_and_agree_with_their_givens(tmp_path):
     test = read_split(local, "test")
     assert test.num_examples == 10 and test.num_groups == 10  # test is not augmented
     manifest = read_manifest(local)
-    assert manifest["arguments"] == {"subsample": 20, "augment": 50, "test_limit": None}
+    assert manifest["arguments"] == {
+        "subsample": 20,
+        "augment": 50,
+        "test_limit": None,
+        "validation": 0,
+    }
     assert [s["name"] for s in manifest["sources"]] == ["train.csv", "test.csv"]
 
 
