@@ -578,6 +578,11 @@ class ArcVoting:
     and pairs never seen in a batch count as unsolved.
     """
 
+    # The official evaluator is created once per run and pools its votes over every
+    # evaluation (TRM_SPEC §4): a trial keeps one instance across its evaluations, and its
+    # checkpoint carries the pool (`state_dict`), so a resumed trial votes as an unbroken one.
+    pools_evaluations = True
+
     def __init__(
         self,
         ks: Sequence[int] = DEFAULT_KS,
@@ -625,6 +630,22 @@ class ArcVoting:
                 tally = pool.setdefault(guess, [0.0, 0.0])
                 tally[0] += 1
                 tally[1] += q[i]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pooled votes and truths (plain containers: checkpointed with the trial)."""
+        return {
+            "votes": {
+                key: {grid: list(t) for grid, t in pool.items()} for key, pool in self.votes.items()
+            },
+            "truth": dict(self.truth),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.votes = {
+            tuple(key): {grid: list(t) for grid, t in pool.items()}
+            for key, pool in state["votes"].items()
+        }
+        self.truth = {tuple(key): grid for key, grid in state["truth"].items()}
 
     def _ordered(self, key: tuple[int, int]) -> list[tuple[bytes, list[float]]]:
         """Distinct grids of one test input by (votes, mean σ(q_halt)), best first."""

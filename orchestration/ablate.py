@@ -3,12 +3,15 @@
     python -m orchestration.ablate suite=paper scale=mini
     python -m orchestration.ablate suite=smoke scale=smoke arms=[trm] seeds=1 model.hidden=48
     python -m orchestration.ablate suite=paper storage=s3 tracking=server cluster=address
+    python -m orchestration.ablate suite=paper scale=mini seeds=auto   # seeds in rounds
     python -m orchestration.ablate --help        # groups: scale, storage, tracking, cluster
     python -m orchestration.ablate suite=paper --cfg job   # the composed config
 
 With nothing configured everything runs here: local Ray, datasets and Ray results under .trm/,
 MLflow in .trm/mlflow.db. The same command after a crash resumes the suite from its checkpoints
-(finished trials are not rerun); `resume=false` starts afresh.
+(finished trials are not rerun); `resume=false` starts afresh. `seeds=auto` runs the seeds in
+rounds (`seeds_auto`: first, add, max): after each round, more seeds only for the arms whose
+verdicts (orchestration/verdicts.py) are still undecided, in the same execution.
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ class Request:
     cli_model: dict[str, Any]
     cli_train: dict[str, Any]
     search_values: dict[str, Any] | None = None  # a search suite run as a grid at these values
+    # seeds=auto: {"first", "add", "max"}; `seeds` is then `max` (every seed a round may run)
+    seeds_auto: dict[str, int] | None = None
 
     @property
     def is_search(self) -> bool:
@@ -224,8 +229,52 @@ def _search_values(suite: Suite, values: dict[str, Any] | None) -> dict[str, Any
     return dict(values)
 
 
+SEEDS_AUTO_KEYS = ("first", "add", "max")
+
+
+def _seeds_auto(raw: Any, default_first: int, suite: Suite, grid: bool) -> dict[str, int]:
+    """The seeds=auto rule, {"first", "add", "max"}, with `first` filled in (null: the
+    scale's or the suite's seed count), or a SuiteError naming the key and what is allowed."""
+    if not grid:
+        raise SuiteError(
+            f"seeds=auto adds seeds to a grid's arms in rounds; suite {suite.name!r} is a "
+            "search (one seed per sample). Give seeds=N, or search_values={...} to run chosen "
+            "values as a grid arm (seeds=auto works there)"
+        )
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(SEEDS_AUTO_KEYS))
+    if unknown:
+        raise SuiteError(f"seeds_auto: unknown key(s) {unknown}; allowed: {list(SEEDS_AUTO_KEYS)}")
+    rule = {"first": raw.get("first"), "add": raw.get("add", 2), "max": raw.get("max", 10)}
+    if rule["first"] is None:
+        rule["first"] = default_first
+    least = {"first": 1, "add": 1, "max": rule["first"]}
+    meaning = {
+        "first": "the seeds every arm runs in round 1 (null: the scale's or suite's count)",
+        "add": "the seeds added per round to each arm still undecided",
+        "max": f"the most seeds an arm gets, at least first ({rule['first']})",
+    }
+    for key in SEEDS_AUTO_KEYS:
+        value = rule[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least[key]:
+            raise SuiteError(
+                f"seeds_auto.{key}={value!r} is not allowed; it must be a whole number >= "
+                f"{least[key]}: {meaning[key]}"
+            )
+    return rule
+
+
 def read_request(cfg: dict[str, Any]) -> Request:
     """The composed config's request, or a SuiteError/ValueError naming what is wrong."""
+    seeds = cfg.get("seeds")
+    if isinstance(seeds, str):
+        if seeds != "auto":
+            raise SuiteError(
+                f"seeds={seeds!r} is not allowed; give a whole number >= 1, null (the scale's "
+                "or the suite's count) or auto (seeds added in rounds until the verdicts are "
+                "decided; see seeds_auto)"
+            )
+        cfg = {**cfg, "seeds": None}  # the numbers are checked below, the rule on its own
     check_values(cfg)
     suite: Suite = load_suite(cfg["suite"])
     scale = cfg["scale"]
@@ -251,15 +300,22 @@ def read_request(cfg: dict[str, Any]) -> Request:
             )
         data_arguments[task] = {"seed": 0, **data[task]}
     _check_scale_blocks(suite, scale, tuple(data_arguments))
+    count = int(cfg.get("seeds") or scale.get("seeds") or suite.seeds)
+    auto = None
+    if seeds == "auto":
+        grid = suite.kind == "grid" or search_values is not None
+        auto = _seeds_auto(cfg.get("seeds_auto"), count, suite, grid)
+        count = auto["max"]  # the plan holds every seed a round may run
     request = Request(
         suite=suite,
         scale=scale,
         arms=arms,
-        seeds=int(cfg.get("seeds") or scale.get("seeds") or suite.seeds),
+        seeds=count,
         data_arguments=data_arguments,
         cli_model={k: v for k, v in (cfg.get("model") or {}).items() if v is not None},
         cli_train={k: v for k, v in (cfg.get("train") or {}).items() if v is not None},
         search_values=search_values,
+        seeds_auto=auto,
     )
     _check_overrides(request, bool(cfg.get("override_declared")))
     return request
@@ -370,6 +426,8 @@ def plan(
                         if scale.get("checkpoint_every_min") is None
                         else 60.0 * scale["checkpoint_every_min"]
                     ),
+                    # evaluations whose full state is kept; older ones keep their weights
+                    "full_checkpoints": scale.get("full_checkpoints"),
                 }
             )
     # Longest trials first (by model FLOPs per step): with fewer slots than trials the suite
@@ -382,12 +440,16 @@ def plan(
         {
             **s,
             "checkpoint_every_s": None,  # when to checkpoint changes no result
+            "full_checkpoints": None,  # nor what is kept of old ones
             "dataset": {**s["dataset"], "cache": None},
             "tags": {k: v for k, v in s["tags"].items() if k != "mlflow.user"},
         }
         for s in specs
     ]
-    config_digest = _digest([{**s, "tags": _without_code(s["tags"])} for s in portable])
+    config_digest = [{**s, "tags": _without_code(s["tags"])} for s in portable]
+    # seeds=auto: the rule is part of what decides which trials run (unchanged without it)
+    rule = [] if request.seeds_auto is None else [{"seeds": "auto", **request.seeds_auto}]
+    config_digest = _digest([config_digest, *rule] if rule else config_digest)
     return {
         "suite": suite,
         "scale": scale,
@@ -396,7 +458,7 @@ def plan(
         "storage": storage,
         "code": code,
         "config_digest": config_digest,
-        "execution": f"{suite.name}-{scale['name']}-{_digest([portable, code.label])}",
+        "execution": f"{suite.name}-{scale['name']}-{_digest([portable, code.label, *rule])}",
         "dataset_ids": {task: ident for task, (ident, _) in datasets.items()},
     }
 
@@ -579,13 +641,15 @@ def _parent_run(
             "trm.config_digest": planned["config_digest"],
             "trm.command": command["line"],
             "trm.overrides": json.dumps(command["overrides"]),
+            **({"trm.seeds": "auto"} if request.seeds_auto else {}),
             **run_tags(code),
         },
         params={
             "suite": suite.name,
             "scale": scale,
             "arms": list(dict.fromkeys(s["arm"] for s in specs)),
-            "seeds": max(s["seed"] for s in specs) + 1,
+            "seeds": "auto" if request.seeds_auto else max(s["seed"] for s in specs) + 1,
+            **({"seeds_auto": request.seeds_auto} if request.seeds_auto else {}),
             "datasets": planned["dataset_ids"],
             "command": command["line"],
             "overrides": command["overrides"] or "none",
@@ -636,8 +700,9 @@ def _drive(cfg, base, planned, execution, command, run_trial, tune, stop) -> lis
     )
     parent = _parent_run(tracker, experiment_id, planned, execution, command)
     stop.runs = (tracker, experiment_id, parent)  # what an outage ends KILLED
+    run = _run_rounds if planned["request"].seeds_auto else _run_trials
     try:
-        rows = _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune)
+        rows = run(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune)
     except BaseException as err:  # nothing may leave the parent RUNNING
         tracker.finish(
             parent,
@@ -682,11 +747,16 @@ def _keep_credentials_out_of_runtime_envs() -> None:
 EXPERIMENT_STATE_EVERY_S = "2"
 
 
-def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune):
-    """Hand the specs to Ray Tune (a new Tuner, or the saved one on a resume); one row each."""
+def _run_trials(
+    cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune, specs=None, name=None
+):
+    """Hand the specs (default: the plan's) to Ray Tune as the experiment `name` (default: the
+    execution's) — a new Tuner, or the saved one on a resume; one row each."""
     _keep_credentials_out_of_runtime_envs()
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_EVERY_S)
-    suite, scale, specs = planned["suite"], planned["scale"], planned["specs"]
+    suite, scale = planned["suite"], planned["scale"]
+    specs = planned["specs"] if specs is None else specs
+    name = name or execution
     request: Request = planned["request"]
     for spec in specs:
         spec["execution"] = execution
@@ -714,7 +784,7 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
     else:
         trainable = tune.with_resources(trial_function, {"cpu": cpus, "gpu": gpus})
     storage_path, filesystem = _results_location(planned["storage"]["results"])
-    experiment_path = f"{storage_path.rstrip('/')}/{execution}"
+    experiment_path = f"{storage_path.rstrip('/')}/{name}"
     search_config = {}
     if request.is_search:
         param_space = {"trial": specs[0], "search": _search_space(suite.search["space"])}
@@ -724,7 +794,7 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
         param_space = {"trial": tune.grid_search(specs)}
         total = len(specs)
     if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):
-        print(f"resuming {execution} from {experiment_path}", file=sys.stderr)
+        print(f"resuming {name} from {experiment_path}", file=sys.stderr)
         tracker.mark_interrupted(experiment_id, parent)
         tuner = tune.Tuner.restore(
             experiment_path,
@@ -745,7 +815,7 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=execution,
+                name=name,
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
                 verbose=0,  # progress lines instead (_progress_callback)
@@ -771,6 +841,92 @@ def _run_trials(cfg, planned, execution, tracker, experiment_id, parent, run_tri
                 "error": str(result.error) if result.error else None,
             }
         )
+    return rows
+
+
+ROUND_TAG = "trm.seeds_auto.round{}"  # on the parent: {arm: [first seed, end]} of round k
+
+
+def _round_seeds(
+    tracker: Tracker, parent: str, index: int, ranges: dict[str, list[int]]
+) -> dict[str, list[int]]:
+    """Round `index`'s seeds: as recorded on the parent run if an earlier driver of this
+    execution got that far (what ran is what a resume continues), else `ranges`, recorded
+    before the round starts."""
+    key = ROUND_TAG.format(index)
+    recorded = tracker.client.get_run(parent).data.tags.get(key)
+    if recorded is not None:
+        seeds = {arm: list(r) for arm, r in json.loads(recorded).items()}
+        if seeds != ranges:
+            print(
+                f"round {index}: the seeds recorded on the parent run ({key}) differ from "
+                f"what the results give now ({ranges}); continuing what ran: {seeds}",
+                file=sys.stderr,
+            )
+        return seeds
+    tracker.client.set_tag(parent, key, json.dumps(ranges))
+    return ranges
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
+def _run_rounds(cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune):
+    """seeds=auto: round 1 runs `first` seeds of every arm; after each round the results are
+    read back from MLflow as the report reads them, and the next round adds `add` seeds to the
+    arms whose verdicts are still undecided (and to the baseline while any Δ baseline is), up
+    to `max` seeds (orchestration.verdicts). Each round is its own Tune experiment,
+    `<execution>-round<k>`, inside the one execution (one parent run, trial runs
+    `<arm>/seed<k>`); the same command after a crash replays the rounds from MLflow and the
+    saved Tune experiments: finished trials are not rerun."""
+    from orchestration.report import Execution, arm_states, collect, numbers
+    from orchestration.verdicts import seeds_to_add, stop_reasons, wanting
+
+    request: Request = planned["request"]
+    suite, rule = planned["suite"], request.seeds_auto
+    baseline = suite.baseline.name
+    given = dict.fromkeys(request.arms, 0)
+    adding = dict.fromkeys(request.arms, rule["first"])
+    print(
+        f"round 1: {_seeds(rule['first'])} for each of {list(adding)} (seeds=auto: then "
+        f"+{rule['add']} per round to undecided arms, at most {rule['max']})",
+        flush=True,
+    )
+    rows, index = [], 1
+    while adding:
+        ranges = {arm: [given[arm], given[arm] + n] for arm, n in adding.items()}
+        ranges = _round_seeds(tracker, parent, index, ranges)
+        wanted = {(arm, seed) for arm, (start, end) in ranges.items() for seed in range(start, end)}
+        specs = [s for s in planned["specs"] if (s["arm"], s["seed"]) in wanted]
+        for spec in specs:
+            spec["tags"]["trm.seeds_auto.round"] = str(index)
+        name = f"{execution}-round{index}"
+        rows += _run_trials(
+            cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune, specs, name
+        )
+        for arm, (_, end) in ranges.items():
+            given[arm] = max(given[arm], end)
+        found, arm_rows, _ = collect(suite, tracker, parent, seeds_below=given)
+        records = numbers(arm_rows, Execution.of(found).comparable, baseline, suite.tolerance)
+        states = arm_states(records, given)
+        adding = seeds_to_add(states, baseline, rule["add"], rule["max"])
+        index += 1
+        if adding:
+            why = wanting(states, baseline)
+            counts = sorted(set(adding.values()))
+            print(
+                f"round {index}: adding {'/'.join(map(str, counts))} "
+                f"seed{'s' if counts != [1] else ''} to {list(adding)}: "
+                + "; ".join(f"{arm}: {why[arm]}" for arm in adding),
+                flush=True,
+            )
+    reasons = stop_reasons(states, baseline, rule["max"])
+    print(
+        f"seeds=auto: {index - 1} round(s); "
+        + ", ".join(f"{arm} {_seeds(given[arm])} ({reasons[arm]})" for arm in given),
+        flush=True,
+    )
     return rows
 
 

@@ -81,6 +81,7 @@ def check_values(cfg: dict[str, Any]) -> None:
     if every is not None:
         _positive(name.format("checkpoint_every_min"), every, "minutes", allow_none=True)
     _whole(name.format("max_concurrent_trials"), scale.get("max_concurrent_trials"), 1, True)
+    _whole(name.format("full_checkpoints"), scale.get("full_checkpoints"), 1, allow_none=True)
 
 
 @dataclasses.dataclass(frozen=True)

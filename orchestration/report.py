@@ -10,7 +10,12 @@ usage: python -m orchestration.report suite=NAME [run=latest|PARENT_RUN_ID] [tra
 
 A grid suite gets one row per arm that was run: paper | ours mean ± 95 % Student-t interval
 over seeds (n) | Δ paper (n/c below the paper's scale or where an arm ran with a declared
-override) | Δ baseline with a 95 % Welch t-interval | token accuracy | params | depth | compute.
+override) | verdict against the paper's number (same n/c) | Δ baseline with a 95 % Welch
+t-interval | Δ verdict (direction against the paper's sign; at the paper's scale the paper's Δ
+against our interval first) | token accuracy | params | depth | train FLOPs per trial | test
+FLOPs per puzzle | compute. The verdict rule, with the suite's `tolerance`, is
+orchestration/verdicts.py's, stated under the table; a seeds=auto execution also says how many
+seeds each arm got and why it stopped.
 Missing and failed trials are shown as such, never dropped. A search suite gets one row per
 trial (its sampled values, final metric, steps reached, status), ranked, and the command that
 reruns the best configuration as a grid arm with seeds.
@@ -29,19 +34,31 @@ import csv
 import html
 import io
 import json
-import math
 import os
 import re
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from orchestration.protocol_report import protocol_section
+from orchestration.protocols import ARC_TASKS
 from orchestration.suite import Suite, load_suite
-from orchestration.tracking import Tracker, default_tracking_uri, metric_name
+from orchestration.tracking import Tracker, metric_name
+from orchestration.verdicts import (
+    DEFAULT_TOLERANCE,
+    DELTA_DIRECTION,
+    UNDECIDED,
+    ArmState,
+    difference_interval,
+    direction,
+    mean_half_width,
+    mean_interval,
+    stop_reasons,
+    verdict,
+)
 
 PERCENT = 100.0
 TOKEN_METRIC = "token_accuracy"
@@ -67,30 +84,8 @@ def _summary_key(*parts: str) -> str:
     return "/".join(SUMMARY_INVALID.sub("_", p.replace(" ", "_")) for p in parts)
 
 
-def _t_quantile(dof: float) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, dof))
-
-
-def _mean_var(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-
-
-def welch_interval(a: list[float], b: list[float]) -> tuple[float, float] | None:
-    """95 % Welch t-interval of mean(a) − mean(b), Welch–Satterthwaite degrees of freedom;
-    None below two values on either side (no variance to estimate)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    (mean_a, var_a), (mean_b, var_b) = _mean_var(a), _mean_var(b)
-    se_a, se_b = var_a / len(a), var_b / len(b)
-    delta = mean_a - mean_b
-    if se_a + se_b == 0:  # every seed equal on both sides (e.g. all at 0 %): no spread
-        return delta, delta
-    dof = (se_a + se_b) ** 2 / (se_a**2 / (len(a) - 1) + se_b**2 / (len(b) - 1))
-    half = _t_quantile(dof) * math.sqrt(se_a + se_b)
-    return delta - half, delta + half
+# The interval math lives in orchestration.verdicts; this name stays for callers of the report.
+welch_interval = difference_interval
 
 
 @dataclass
@@ -110,6 +105,9 @@ class ArmRow:
     multi_task: bool = False
     metric: str = "exact_accuracy"
     declared_override: bool = False  # ran with a field it declares overridden (an opt-in)
+    runs: int = 0  # its trial runs of any status: the seeds it was given (seeds=auto counts them)
+    train_flops: float | None = None  # one trial's training FLOPs (trm_core.flops)
+    test_flops: float | None = None  # FLOPs to answer one test puzzle (halt_max_steps, 1 sample)
 
     @property
     def display(self) -> str:
@@ -127,9 +125,7 @@ class ArmRow:
     @property
     def half_width(self) -> float | None:
         """Half-width of the 95 % Student-t interval (None below two seeds)."""
-        if self.n < 2:
-            return None
-        return _t_quantile(self.n - 1) * math.sqrt(_mean_var(self.values)[1] / self.n)
+        return mean_half_width(self.values)
 
     @property
     def missing(self) -> int:
@@ -151,6 +147,8 @@ class Execution:
     command: str | None
     commit: str | None
     budget_steps: int | None
+    # seeds=auto: {"first", "add", "max"} of its rounds (orchestration.ablate); None: fixed seeds
+    seeds_auto: dict[str, int] | None = None
 
     @classmethod
     def of(cls, parent: Any) -> Execution:
@@ -167,6 +165,11 @@ class Execution:
             # the commit plus a digest of local changes where ablate recorded one
             commit=tags.get("trm.code") or tags.get("trm.git_commit"),
             budget_steps=_int(params.get("scale.steps")),
+            seeds_auto=(
+                {key: _int(params.get(f"seeds_auto.{key}")) for key in ("first", "add", "max")}
+                if tags.get("trm.seeds") == "auto"
+                else None
+            ),
         )
 
     @property
@@ -277,10 +280,13 @@ def _percent(metrics: dict[str, float], metric: str) -> float | None:
     return metrics[key] * PERCENT if key in metrics else None
 
 
-def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, list[ArmRow], dict]:
+def collect(
+    suite: Suite, tracker: Tracker, run: str = "latest", seeds_below: dict[str, int] | None = None
+) -> tuple[Any, list[ArmRow], dict]:
     """(parent run, one row per arm that was run, series) where series is {"metric": {arm:
     {seed: [(step, %)]}}, "token": the same for token accuracy, "finals": {arm: [final metrics
-    of each finished seed]}}."""
+    of each finished seed]}}. `seeds_below` ({arm: k}): only each arm's seeds below k count (what
+    seeds=auto had run after a round, whatever later rounds added since)."""
     import torch
 
     from trm_core import ModelConfig, RecursiveReasoningModel, count_parameters
@@ -307,9 +313,13 @@ def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, l
             tags = child.data.tags
             if tags.get("trm.arm") != arm.name:
                 continue
+            index = _int(tags.get("trm.seed")) or 0
+            if seeds_below is not None and index >= seeds_below.get(arm.name, 0):
+                continue
             params = child.data.params
             row.label = tags.get("trm.label", row.label)
             row.declared_override |= tags.get("trm.declared_override") == "true"
+            row.runs += 1
             if row.params is None and "model.hidden" in params:
                 config = ModelConfig.from_dict(
                     {k[6:]: _parse(v) for k, v in params.items() if k.startswith("model.")}
@@ -317,6 +327,7 @@ def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, l
                 with torch.device("meta"):
                     row.params = count_parameters(RecursiveReasoningModel(config))
                 row.depth = config.depth
+                row.train_flops, row.test_flops = _flops(config, params)
             row.device = tags.get("trm.device", row.device)
             row.compute_hours += child.data.metrics.get("wall_time_s", 0.0) / 3600
             value = _percent(child.data.metrics, row.metric)
@@ -332,8 +343,22 @@ def collect(suite: Suite, tracker: Tracker, run: str = "latest") -> tuple[Any, l
                     series[key].setdefault(arm.name, {})[seed] = history
             elif child.info.status == "FAILED":
                 row.failed += 1
+        if execution.seeds_auto is not None:  # each arm got the seeds its rounds gave it
+            row.seeds_expected = row.runs
         rows.append(row)
     return parent, rows, series
+
+
+def _flops(config: Any, params: dict[str, str]) -> tuple[float | None, float | None]:
+    """(training FLOPs of one trial, FLOPs to answer one test puzzle) of a trial run, from its
+    resolved model params and its budget.steps / train.global_batch_size params: model FLOPs
+    as trm_core.flops counts them (matmuls, TRM_SPEC §7); a test puzzle is halt_max_steps
+    forward supervision steps of one sample (no early halting, §4)."""
+    from trm_core.flops import test_flops_per_puzzle, training_flops
+
+    steps, batch = _int(params.get("budget.steps")), _int(params.get("train.global_batch_size"))
+    train = training_flops(config, steps, batch) if steps and batch else None
+    return train, test_flops_per_puzzle(config, config.halt_max_steps, samples=1)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -345,11 +370,19 @@ def _round(value: float | None) -> float | None:
 
 
 def numbers(
-    rows: list[ArmRow], comparable: bool = True, baseline: str | None = None
+    rows: list[ArmRow],
+    comparable: bool = True,
+    baseline: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> list[dict[str, Any]]:
     """One record of numbers per row (None where unknown): what the CSV holds and what the
     rendered tables format. `baseline` names the baseline arm (default: the first row); only
-    rows on its task are compared with it."""
+    rows on its task are compared with it. Verdicts (orchestration.verdicts, `tolerance` in
+    points): `verdict_paper` our t-interval against the paper's number, only where comparable
+    (the paper's scale, no declared override); for the other arms on the baseline's task
+    `direction`, our Welch interval of Δ baseline against the sign of the paper's Δ (arm paper
+    − baseline paper; without one, or with a declared override on either row, lower/higher),
+    and where comparable `verdict_delta_baseline`, that interval against the paper's Δ."""
     base = next((r for r in rows if r.name == (baseline or rows[0].name)), None)
     out = []
     for row in rows:
@@ -358,10 +391,22 @@ def numbers(
         same_task = base is not None and row is not base and row.task == base.task
         if same_task and mean is not None and base.mean is not None:
             delta = mean - base.mean
-            delta_ci = welch_interval(row.values, base.values)
+            delta_ci = difference_interval(row.values, base.values)
         paper_delta = None
         if mean is not None and row.paper is not None and comparable:
             paper_delta = None if row.declared_override else mean - row.paper
+        to_paper = comparable and not row.declared_override
+        verdict_paper = verdict(
+            mean_interval(row.values), row.paper if to_paper else None, tolerance
+        )
+        paper_change = verdict_delta = way = None  # the paper's Δ baseline and our verdicts
+        if same_task:
+            if row.paper is not None and base.paper is not None:
+                paper_change = row.paper - base.paper
+            as_paper = not (row.declared_override or base.declared_override)
+            way = direction(delta_ci, paper_change if as_paper else None, tolerance)
+            if comparable and as_paper:
+                verdict_delta = verdict(delta_ci, paper_change, tolerance)
         out.append(
             {
                 "arm": row.name,
@@ -376,12 +421,19 @@ def numbers(
                 "failed": row.failed,
                 "missing": row.missing,
                 "delta_paper": _round(paper_delta),
+                "verdict_paper": verdict_paper,
                 "delta_baseline": _round(delta),
                 "delta_baseline_ci_low": _round(delta_ci[0]) if delta_ci else None,
                 "delta_baseline_ci_high": _round(delta_ci[1]) if delta_ci else None,
+                "paper_delta_baseline": _round(paper_change),
+                "verdict_delta_baseline": verdict_delta,
+                "direction": way,
+                "tolerance": tolerance,
                 "token_accuracy": _round(_mean(row.token_values)),
                 "params": row.params,
                 "depth": row.depth,
+                "train_flops": row.train_flops,
+                "test_flops_per_puzzle": row.test_flops,
                 "compute_hours": _round(row.compute_hours),
                 "compute_unit": "GPU" if "cuda" in row.device else "CPU",
                 "declared_override": int(row.declared_override),
@@ -390,8 +442,29 @@ def numbers(
     return out
 
 
+def arm_states(records: list[dict[str, Any]], seeds: dict[str, int]) -> dict[str, ArmState]:
+    """What seeds=auto decides on, per arm of `records` (numbers()): the verdicts that apply
+    to it (against the paper where comparable; its Δ-baseline direction) and `seeds`, the
+    seeds it was given so far."""
+    return {
+        record["arm"]: ArmState(
+            {"vs paper": record["verdict_paper"], DELTA_DIRECTION: record["direction"]},
+            seeds.get(record["arm"], 0),
+        )
+        for record in records
+    }
+
+
 def _signed(value: float) -> str:
     return f"{value:+.1f}"
+
+
+def flops_text(value: float | None) -> str:
+    """2.1e18 for 2.1 × 10¹⁸ FLOPs; — when unknown."""
+    if value is None:
+        return "—"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _render(row: ArmRow, record: dict[str, Any], baseline: bool) -> dict[str, str]:
@@ -412,6 +485,8 @@ def _render(row: ArmRow, record: dict[str, Any], baseline: bool) -> dict[str, st
         paper_delta = "—"
     else:
         paper_delta = "n/c"  # below the paper's scale, or a declared override
+    # n/c: below the paper's scale, or a declared override
+    paper_verdict = "—" if row.paper is None else record["verdict_paper"] or "n/c"
     if record["delta_baseline"] is None or baseline:
         base_delta = "—"
     elif record["delta_baseline_ci_low"] is None:
@@ -421,31 +496,44 @@ def _render(row: ArmRow, record: dict[str, Any], baseline: bool) -> dict[str, st
             f"{_signed(record['delta_baseline'])} [{_signed(record['delta_baseline_ci_low'])},"
             f" {_signed(record['delta_baseline_ci_high'])}]"
         )
+    if baseline or record["direction"] is None:
+        base_verdict = "—"
+    else:  # at the paper's scale: the magnitude against the paper's Δ, then the direction
+        parts = [record["verdict_delta_baseline"], record["direction"]]
+        base_verdict = "; ".join(p for p in parts if p is not None)
     token = record["token_accuracy"]
     return {
         "arm": row.label,
         "paper": "—" if row.paper is None else f"{row.paper:.1f}",
         "ours": ours + (f" [{', '.join(notes)}]" if notes else ""),
         "Δ paper": paper_delta,
+        "verdict": paper_verdict,
         "Δ baseline": base_delta,
+        "Δ verdict": base_verdict,
         # tells arms apart where exact accuracy is 0 for all (MINI_SCALE.md)
         "token acc": "—" if token is None else f"{token:.1f}",
         "params": "—" if row.params is None else f"{row.params / 1e6:.2f}M",
         "depth": "—" if row.depth is None else str(row.depth),
+        "train FLOPs": flops_text(row.train_flops),
+        "test FLOPs/puzzle": flops_text(row.test_flops),
         "compute": f"{row.compute_hours:.2f} {record['compute_unit']}-h",
     }
 
 
 def table(
-    rows: list[ArmRow], comparable: bool = True, baseline: str | None = None
+    rows: list[ArmRow],
+    comparable: bool = True,
+    baseline: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> list[dict[str, str]]:
     """The rendered rows. `comparable=False` (a scale other than the paper's) prints Δ paper
-    as n/c: a shrunk model on a shrunk task says nothing about the paper's number. Δ baseline
-    carries its 95 % Welch t-interval in brackets."""
+    and its verdict as n/c: a shrunk model on a shrunk task says nothing about the paper's
+    number. Δ baseline carries its 95 % Welch t-interval in brackets; the verdicts use
+    `tolerance` (points)."""
     base = baseline or rows[0].name
     return [
         _render(row, record, row.name == base)
-        for row, record in zip(rows, numbers(rows, comparable, baseline), strict=True)
+        for row, record in zip(rows, numbers(rows, comparable, baseline, tolerance), strict=True)
     ]
 
 
@@ -999,6 +1087,83 @@ def _task_text(suite: Suite, tasks: list[str]) -> str:
     return ("tasks " if len(tasks) > 1 else "task ") + named
 
 
+FLOPS_NOTE = (
+    "train FLOPs: one trial's model FLOPs, budget steps × batch × one training supervision "
+    "step; test FLOPs/puzzle: halt_max_steps forward supervision steps of one sample (no early "
+    "halting); both as trm_core.flops counts them (matmuls only, TRM_SPEC §7)."
+)
+SEQUENTIAL_NOTE = (
+    "Seeds were added in rounds until the verdicts were decided (seeds=auto): every round "
+    "looked at the intervals again, so the chance that some verdict is wrong is higher than "
+    "one 95 % interval's 5 %; a verdict that became decided at the last round is the least "
+    "sure."
+)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def verdict_note(tolerance: float, comparable: bool) -> str:
+    """The rule the verdict columns follow (orchestration.verdicts)."""
+    tol = f"±{tolerance:g} points"
+    text = (
+        f"Verdicts (95 % intervals, tolerance {tol}, the suite's `tolerance`): verdict = the "
+        "paper's number against our t-interval: reproduced if inside it and the interval's "
+        f"half-width is at most {tolerance:g}, not reproduced if outside, else undecided; n/c "
+        "below the paper's scale or with a declared override. Δ verdict = the direction of "
+        "our Welch interval of Δ baseline against the sign of the paper's Δ (arm paper − "
+        "baseline paper): same/opposite direction if it excludes 0 on the paper's/the other "
+        f"side, no effect if it contains 0 and its half-width is at most {tolerance:g}, else "
+        "undecided (lower/higher where the paper gives no Δ)"
+    )
+    if comparable:
+        text += (
+            "; before it, the paper's Δ against that interval by the first rule "
+            "(reproduced / not reproduced / undecided)"
+        )
+    return text + "."
+
+
+def seeds_auto_notes(
+    rule: dict[str, int | None],
+    rows: list[ArmRow],
+    records: list[dict[str, Any]],
+    baseline: str,
+) -> list[str]:
+    """How many seeds each arm got under seeds=auto and why it stopped (also written into
+    `records` as seeds_run and seeds_stop), and the caveat of looking more than once."""
+    states = arm_states(records, {row.name: row.runs for row in rows})
+    maximum = rule.get("max")
+    reasons = (
+        stop_reasons(states, baseline, maximum)
+        if maximum is not None
+        else dict.fromkeys(states, UNDECIDED)
+    )
+    for record in records:
+        record["seeds_run"] = states[record["arm"]].seeds
+        record["seeds_stop"] = reasons[record["arm"]]
+    per_arm = ", ".join(
+        f"{row.label}: {_plural(states[row.name].seeds, 'seed')} ({reasons[row.name]})"
+        for row in rows
+    )
+    first = rule.get("first")
+    first = "the scale's or suite's count of seeds" if first is None else _plural(first, "seed")
+    return [
+        f"seeds=auto (first {first} per arm, then +{rule.get('add')} per round to the "
+        f"arms still undecided, and to the baseline while a Δ baseline is, at most {maximum}): "
+        f"seeds per arm and why they stopped: {per_arm}.",
+        SEQUENTIAL_NOTE,
+    ]
+
+
+ARC_POOLED_NOTE = (
+    "ARC pass@K: the votes pool over a run's evaluations up to the one reported, as the "
+    "official evaluator (TRM_SPEC §4; runs tagged trm.eval_votes); a per-checkpoint vote is "
+    "another statistic: `python -m orchestration.rescore protocol=arc_per_checkpoint`."
+)
+
+
 def _grid_report(suite: Suite, tracker: Tracker, run: str, out_base: Path) -> dict[str, Any]:
     parent, rows, series = collect(suite, tracker, run)
     execution = Execution.of(parent)
@@ -1010,16 +1175,25 @@ def _grid_report(suite: Suite, tracker: Tracker, run: str, out_base: Path) -> di
             f"; Δ paper n/c for {', '.join(overridden)}: run with a field the arm declares "
             "overridden (explicit opt-in)"
         )
-    records = numbers(rows, execution.comparable, suite.baseline.name)
+    records = numbers(rows, execution.comparable, suite.baseline.name, suite.tolerance)
     if len(tasks) > 1:
         rendered = pivot(rows, tuple(tasks))
-        notes = ["ours: mean ± 95 % Student-t half-width over seeds (n)."]
+        notes = [
+            "ours: mean ± 95 % Student-t half-width over seeds (n). The verdicts are in "
+            "table.csv (verdict_paper, direction, verdict_delta_baseline)."
+        ]
     else:
-        rendered = table(rows, execution.comparable, suite.baseline.name)
+        rendered = table(rows, execution.comparable, suite.baseline.name, suite.tolerance)
         notes = [
             "ours: mean ± 95 % Student-t half-width over seeds (n). Δ baseline: arm − baseline "
             "with its 95 % Welch t-interval in brackets."
         ]
+    notes.append(verdict_note(suite.tolerance, execution.comparable))
+    notes.append(FLOPS_NOTE)
+    if any(task in ARC_TASKS for task in tasks):
+        notes.append(ARC_POOLED_NOTE)
+    if execution.seeds_auto is not None:
+        notes += seeds_auto_notes(execution.seeds_auto, rows, records, suite.baseline.name)
     out = out_base / execution.run_id
     out.mkdir(parents=True, exist_ok=True)
     figures = grid_figures(suite, execution, rows, series, out)
@@ -1078,6 +1252,16 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
     # matplotlib's font cache goes beside the reports (.trm/cache), not into ~/.cache
     os.environ.setdefault("MPLCONFIGDIR", str(out.absolute().parent / "cache" / "matplotlib"))
     made = build(suite, tracker, parent.info.run_id, out)
+    # the execution's trials re-scored under other protocols (orchestration.rescore), if any
+    section = (
+        None
+        if kind == "search"
+        else protocol_section(suite, tracker, parent.info.run_id, None, out)
+    )
+    if section:
+        made["images"].append(
+            (section["figure"], "Final score against total compute, per protocol (protocols.md).")
+        )
     execution, caption, rendered = made["execution"], made["caption"], made["rendered"]
     footer = [
         f"Produced by: `{execution.command_text(suite)}`",
@@ -1085,7 +1269,8 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
         f"MLflow parent run {execution.run_id} at `{_public_uri(tracking_uri)}`",
     ]
     files = {
-        "table.md": to_markdown(rendered, caption, made["notes"]),
+        "table.md": to_markdown(rendered, caption, made["notes"])
+        + ("\n" + section["markdown"] if section else ""),
         "table.csv": to_csv(made["records"]),
         "table.html": to_html(rendered, caption, made["notes"], made["images"], footer),
         "table.tex": to_latex(rendered, caption),
@@ -1099,34 +1284,15 @@ def report(suite_name: str, tracking_uri: str, run: str = "latest", out: Path | 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from orchestration.cli import fail, key_values, tracking_uri
+
     options = {"suite": None, "run": "latest", "tracking_uri": None, "out": None}
-    items = sys.argv[1:] if argv is None else argv
-    if any(item in ("-h", "--help", "help") for item in items):
-        print(__doc__.strip())
-        raise SystemExit(0)
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in options:
-            print(
-                f"error: expected key=value with key in {sorted(options)}, got {item!r} "
-                "(see --help)",
-                file=sys.stderr,
-            )
-            raise SystemExit(2)
-        options[key] = value
-    if not options["suite"]:
-        print("error: suite=NAME is required (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-    uri = (
-        options["tracking_uri"]
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or default_tracking_uri(Path.cwd())
-    )
+    options = key_values(argv, options, __doc__)
     try:
+        uri = tracking_uri(options["tracking_uri"])
         print(report(options["suite"], uri, options["run"], options["out"]))
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(err))
 
 
 if __name__ == "__main__":

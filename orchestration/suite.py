@@ -35,6 +35,7 @@ import yaml
 
 import ablations
 from datasets.task import task_names
+from orchestration.verdicts import DEFAULT_TOLERANCE, check_tolerance
 from trm_core.config import ModelConfig, TrainConfig
 
 SUITE_DIR = Path(ablations.__file__).resolve().parent
@@ -49,6 +50,7 @@ SUITE_KEYS = {
     "baseline",
     "arms",
     "search",
+    "tolerance",
 }
 ARM_KEYS = {"name", "label", "task", "set", "axes", "paper", "note", "budget"}
 BUDGET_KEYS = {"fraction", "reason"}
@@ -96,6 +98,9 @@ class Suite:
     search: dict[str, Any] | None = None
     path: Path | None = None
     task_metrics: dict[str, str] = field(default_factory=dict)  # e.g. ARC scores pass@2
+    # Points: the largest 95 % half-width at which a verdict (orchestration.verdicts) is
+    # decided; also how far the paper's number may be from ours and still be "reproduced".
+    tolerance: float = DEFAULT_TOLERANCE
 
     def metric_for(self, task: str) -> str:
         """The evaluation metric (trainer name) the suite reports for `task`."""
@@ -421,6 +426,7 @@ def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
     if duplicates:
         raise ValueError(f"{where}: arm names must be unique; repeated: {duplicates}")
     search = _search(where, raw.get("search")) if kind == "search" else None
+    tolerance = check_tolerance(raw.get("tolerance", DEFAULT_TOLERANCE), f"{where}: tolerance")
     if kind == "grid" and raw.get("search"):
         raise ValueError(f"{where}: `search` needs kind: search")
     return Suite(
@@ -435,4 +441,5 @@ def load_suite(name: str, directory: Path = SUITE_DIR) -> Suite:
         arms=arms,
         search=search,
         path=path,
+        tolerance=tolerance,
     )

@@ -24,6 +24,11 @@ import yaml
 from ray import tune
 
 from datasets.loader import TrainBatches, eval_batches
+from orchestration.checkpoints import (
+    CHECKPOINT_DIR_TAG,
+    bound_trial_storage,
+    trial_storage_uri,
+)
 from orchestration.preemption import PreemptionCheckpoints, training, write_to_trial_storage
 from orchestration.suite import describe_values
 from orchestration.tasks import open_trial_data, trial_trainer
@@ -32,6 +37,7 @@ from trm_core import Trainer, TrainerCallback
 from trm_core.config import ModelConfig, TrainConfig
 
 CHECKPOINT_FILE = "state.pt"
+POOLED_TAG = "trm.eval_votes"  # says that a task's votes (ARC) pool over the run's evaluations
 
 
 def run_tags(spec: dict[str, Any]) -> dict[str, str]:
@@ -104,7 +110,11 @@ class ReportToTuneAndMlflow(TrainerCallback):
         loader: TrainBatches,
         progress: dict[str, int],
         after_log=None,  # fault injection (tests): called after an evaluation is logged
+        pooled: list | None = None,  # evaluation hooks whose state the checkpoint carries
+        full_checkpoints: int | None = None,  # older evaluations are slimmed to their weights
     ):
+        self.pooled = pooled or []
+        self.full_checkpoints = full_checkpoints
         self.after_log = after_log
         self.tracker, self.run_id, self.loader = tracker, run_id, loader
         self.progress = progress  # the last step reported, read when Tune stops the trial
@@ -142,6 +152,8 @@ class ReportToTuneAndMlflow(TrainerCallback):
         with tempfile.TemporaryDirectory() as directory:
             torch.save(self.state(trainer, report), Path(directory) / CHECKPOINT_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+        if self.full_checkpoints:
+            bound_trial_storage(self.full_checkpoints, CHECKPOINT_FILE)
 
     def state(self, trainer: Trainer, report: dict[str, float] | None = None) -> dict[str, Any]:
         """What a checkpoint holds: everything an exact resume needs, and the run it logs to."""
@@ -150,6 +162,7 @@ class ReportToTuneAndMlflow(TrainerCallback):
             "loader": self.loader.state_dict(),
             "run_id": self.run_id,
             "report": report,  # an evaluation's, said again by an attempt with nothing left to do
+            "pooled_hooks": [hook.state_dict() for hook in self.pooled],
         }
 
     def save_between_evaluations(self, trainer: Trainer) -> str:
@@ -245,6 +258,8 @@ def _train(
     tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
     # where this attempt runs: the node, and the worker a preemption or a kill would end
     tracker.client.set_tag(run_id, "trm.worker", f"{socket.gethostname()}:{os.getpid()}")
+    # where its evaluations' weights are kept, for orchestration.rescore
+    tracker.client.set_tag(run_id, CHECKPOINT_DIR_TAG, trial_storage_uri())
     loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"])
     if state is not None:
         trainer.load_state_dict(state["trainer"])
@@ -255,7 +270,21 @@ def _train(
         # training is done; Tune (and a scheduler) still needs its last result
         tune.report(state["report"])
         return
-    reporter = ReportToTuneAndMlflow(tracker, run_id, loader, progress, after_log)
+    # Hooks that pool over evaluations (ARC's vote, as the official evaluator) live for the
+    # whole trial and resume from the checkpoint; the others are fresh at every evaluation.
+    pooled = [h for h in task.eval_hooks(manifest) if getattr(h, "pools_evaluations", False)]
+    if pooled:
+        tracker.client.set_tag(run_id, POOLED_TAG, "pooled over the run's evaluations")
+    for hook, saved in zip(pooled, (state or {}).get("pooled_hooks") or [], strict=False):
+        hook.load_state_dict(saved)
+
+    def hooks() -> list:
+        fresh = [h for h in task.eval_hooks(manifest) if not getattr(h, "pools_evaluations", False)]
+        return pooled + fresh
+
+    reporter = ReportToTuneAndMlflow(
+        tracker, run_id, loader, progress, after_log, pooled, spec.get("full_checkpoints")
+    )
     between = PreemptionCheckpoints(
         reporter.save_between_evaluations,
         spec.get("checkpoint_every_s"),
@@ -268,6 +297,6 @@ def _train(
             budget["steps"],
             eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
             eval_every=budget["eval_every"],
-            hooks=lambda: task.eval_hooks(manifest),
+            hooks=hooks,
             callbacks=[reporter, between],  # the evaluation's checkpoint first
         )

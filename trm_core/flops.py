@@ -34,3 +34,15 @@ def supervision_step_flops(cfg: ModelConfig, training: bool) -> float:
     backward = 2 * (cfg.grad_calls_per_step * call + head_flops(cfg))
     extra_forward = forward if cfg.act_continue else 0.0
     return forward + backward + extra_forward
+
+
+def training_flops(cfg: ModelConfig, steps: int, global_batch_size: int) -> float:
+    """FLOPs of a whole training run: every optimizer step is one supervision step of every
+    carried slot (§1.6), so steps × batch × one training supervision step."""
+    return float(steps) * global_batch_size * supervision_step_flops(cfg, training=True)
+
+
+def test_flops_per_puzzle(cfg: ModelConfig, supervision_steps: int, samples: int = 1) -> float:
+    """FLOPs to answer one test puzzle: `supervision_steps` forward supervision steps (no
+    early halting, §4) for each of `samples` test-time augmentations."""
+    return float(supervision_steps) * samples * supervision_step_flops(cfg, training=False)

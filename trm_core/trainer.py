@@ -35,6 +35,15 @@ from trm_core.optim import AdamATan2, SignSGD, warmup_lr
 STATE_VERSION = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """`Trainer.predict`'s answer for one batch, per supervision step (CPU tensors)."""
+
+    tokens: torch.Tensor  # int16 [steps, B, L]: argmax token of every position
+    q_halt_prob: torch.Tensor  # float32 [steps, B]: σ(q_halt)
+    halts: torch.Tensor  # bool [steps, B]: the Q head's halting decision (no exploration)
+
+
 class TrainerCallback:
     """Override what you need; every method is optional."""
 
@@ -62,6 +71,15 @@ def resolve_dtype(name: str, device: torch.device, hidden: int) -> tuple[torch.d
         choice = auto_cpu_dtype(hidden)
         return choice.dtype, choice.reason
     return torch.float32, f"{device.type}: float32"
+
+
+def weights_only(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What evaluating needs of a `Trainer.state_dict()`: configs, step, model and EMA weights;
+    no optimiser, carry or RNG. An old evaluation's checkpoint slimmed to this can still be
+    re-scored (`Trainer.load_weights`), not resumed."""
+    return {
+        k: state[k] for k in ("version", "model_config", "train_config", "step", "model", "ema")
+    }
 
 
 class Trainer:
@@ -247,6 +265,36 @@ class Trainer:
         }
 
     # ---- evaluation ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        """The block in which `predict` runs: the EMA weights (when trained with EMA, §2.1),
+        eval mode, no autograd. Entered once for many batches (the swap copies every weight)."""
+        self.model.eval()
+        weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
+        with weights, torch.inference_mode():
+            yield
+
+    def predict(self, batch: Mapping[str, Any], supervision_steps: int) -> Prediction:
+        """Every row run for `supervision_steps` supervision steps, none halted early (may be
+        more than the `halt_max_steps` trained with: deeper test-time recursion); call inside
+        `evaluation_weights()`. Returns per step the predicted tokens, σ(q_halt) and whether
+        the Q head says halt, on the CPU, so a protocol can pick any step after the fact."""
+        if supervision_steps < 1:
+            raise ValueError(f"supervision_steps={supervision_steps} must be >= 1")
+        _, data = self._prepare(batch, training=False)
+        carry = initial_carry(self.model, data, self.dtype)
+        tokens, q_halt, halts = [], [], []
+        for _ in range(supervision_steps):
+            # halt_max_steps only sets when a training slot restarts: in evaluation no slot is
+            # ever reset after the first step, so running past it is a deeper recursion.
+            carry.halted = torch.zeros_like(carry.halted) if tokens else carry.halted
+            carry, result = supervision_step(self.model, carry, data, training=False)
+            out = result.output
+            tokens.append(out.logits.argmax(-1).to(torch.int16).cpu())
+            q_halt.append(torch.sigmoid(out.q_halt.float()).cpu())
+            halts.append(would_halt(self.model, out).cpu())
+        return Prediction(torch.stack(tokens), torch.stack(q_halt), torch.stack(halts))
+
     def evaluate(
         self, batches: Iterable[Mapping[str, Any]], hooks: Sequence[EvalHook] = ()
     ) -> dict[str, float]:
@@ -351,7 +399,16 @@ class Trainer:
             "rng": rng,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_weights(self, state: Mapping[str, Any]) -> None:
+        """Load the model and EMA weights of a full or slimmed state (see `weights_only`);
+        the configs must match as for `load_state_dict`."""
+        self._check_compatible(state)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+
+    def _check_compatible(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             raise ValueError(
                 f"checkpoint version {state.get('version')!r} is not supported; "
@@ -370,6 +427,9 @@ class Trainer:
             raise ValueError(
                 f"checkpoint was made with a different config; differing fields: {differing}"
             )
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_compatible(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.sparse_optimizer is not None and state["sparse_optimizer"] is not None:

@@ -45,6 +45,16 @@ def table_cells(markdown: str) -> dict[str, list[str]]:
     }
 
 
+def table_columns(markdown: str) -> dict[str, dict[str, str]]:
+    """First column → {header: cell} for every body row of the Markdown table."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+    header = [c.strip() for c in lines[0].split("|")[1:-1]]
+    return {
+        cells[0]: dict(zip(header, cells, strict=True))
+        for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in lines[1:])
+    }
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text())))
 
@@ -128,7 +138,11 @@ def smoke_store(tmp_path: Path, results: dict, parent_tags=None, parent_params=N
                 {"trm.arm": arm, "trm.seed": str(seed), "trm.device": "cpu"},
                 [] if value is None else smoke_history(value),
                 status="FAILED" if value is None else "FINISHED",  # None = failed
-                params={"model": dataclasses.asdict(model)},
+                params={
+                    "model": dataclasses.asdict(model),
+                    "budget": {"steps": 20},
+                    "train": {"global_batch_size": 16},
+                },
             )
     tracker.finish(parent)
     return uri, parent, tmp_path
@@ -142,20 +156,23 @@ def store(fresh):
 def test_table_numbers_match_hand_computation(store):
     uri, parent, tmp_path = store
     markdown = report("smoke", uri, out=tmp_path / "reports")
-    lines = table_cells(markdown)
+    lines = table_columns(markdown)
     # trm: 50, 60, 70 → mean 60, s = 10, t(0.975, 2) = 4.302653 → ± 24.84
     trm = lines["TRM (T=2, n=2)"]
-    assert trm[1] == f"60.0 ± {4.302653 * 10 / math.sqrt(3):.1f} (n=3)"
+    assert trm["ours"] == f"60.0 ± {4.302653 * 10 / math.sqrt(3):.1f} (n=3)"
     # one_step: 40, 45 → mean 42.5, s = 3.5355, t(0.975, 1) = 12.7062 → ± 31.8; one failed
     one = lines["w/ 1-step gradient"]
-    assert one[1] == f"42.5 ± {12.7062 * math.sqrt(12.5) / math.sqrt(2):.1f} (n=2) [1 failed]"
+    assert one["ours"] == f"42.5 ± {12.7062 * math.sqrt(12.5) / math.sqrt(2):.1f} (n=2) [1 failed]"
     # Δ vs the baseline, Welch: se² = 12.5/2 + 100/3, dof = se⁴ / (6.25²/1 + 33.3²/2) = 2.635,
     # t(0.975, 2.635) = 3.4442 → -17.5 ± 21.69
-    assert one[3] == "-17.5 [-39.2, +4.2]"
-    assert trm[2] == "—" and trm[3] == "—"  # the smoke suite has no paper numbers
-    assert trm[4] == "96.0" and one[4] == f"{90 + 4.25:.1f}"  # token accuracy, mean of seeds
-    assert trm[7] == f"{3 * 360 / 3600:.2f} CPU-h"
-    assert trm[5].endswith("M") and trm[6] == str(2 * 3 * 2)  # depth T(n+1)·layers
+    assert one["Δ baseline"] == "-17.5 [-39.2, +4.2]"
+    # it contains 0 and is 21.7 > 2 points wide each side; the smoke suite has no paper Δ
+    assert one["Δ verdict"] == "undecided" and trm["Δ verdict"] == "—"
+    for cell in ("Δ paper", "verdict"):  # the smoke suite has no paper numbers
+        assert trm[cell] == one[cell] == "—"
+    assert trm["token acc"] == "96.0" and one["token acc"] == f"{90 + 4.25:.1f}"  # seeds' mean
+    assert trm["compute"] == f"{3 * 360 / 3600:.2f} CPU-h"
+    assert trm["params"].endswith("M") and trm["depth"] == str(2 * 3 * 2)  # depth T(n+1)·layers
     client = MlflowClient(uri)
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {
@@ -217,7 +234,8 @@ def test_csv_holds_numbers_and_empty_cells_never_rendered_text(store):
     numeric = [
         "paper", "mean", "ci_low", "ci_high", "n", "failed", "missing", "delta_paper",
         "delta_baseline", "delta_baseline_ci_low", "delta_baseline_ci_high", "token_accuracy",
-        "params", "depth", "compute_hours",
+        "params", "depth", "compute_hours", "paper_delta_baseline", "tolerance", "train_flops",
+        "test_flops_per_puzzle",
     ]  # fmt: skip
     for row in (trm, one):
         for column in numeric:
@@ -319,6 +337,7 @@ def test_an_arm_run_with_a_declared_override_is_not_compared_with_the_paper(fres
     act_label = suite.arm("act_continue").label
     assert rows[suite.baseline.label][2] == f"{80 - suite.baseline.paper['accuracy']:+.1f}"
     assert rows[act_label][2] == "n/c"  # even at the paper's scale
+    assert table_columns(markdown)[act_label]["verdict"] == "n/c"
     assert (
         "declares overridden" in markdown.splitlines()[0] and act_label in markdown.splitlines()[0]
     )
@@ -328,6 +347,173 @@ def test_an_arm_run_with_a_declared_override_is_not_compared_with_the_paper(fres
         and records["act_continue"]["declared_override"] == "1"
     )
     assert float(records["trm"]["delta_paper"]) == pytest.approx(80 - 87.4)
+
+
+def test_flops_per_arm_come_from_each_runs_model_budget_and_batch(store):
+    from orchestration.report import flops_text
+    from trm_core.flops import supervision_step_flops, test_flops_per_puzzle, training_flops
+
+    uri, parent, tmp_path = store
+    suite = load_suite("smoke")
+    markdown = report("smoke", uri, out=tmp_path / "reports")
+    records = {r["arm"]: r for r in read_csv(tmp_path / "reports" / parent / "table.csv")}
+    for arm, label in (("trm", "TRM (T=2, n=2)"), ("one_step_grad", "w/ 1-step gradient")):
+        model, _ = suite.resolve(arm, SHAPE, SCALE_MODEL, {})
+        # the fixture's runs: budget.steps 20, train.global_batch_size 16
+        train = 20 * 16 * supervision_step_flops(model, training=True)
+        test = model.halt_max_steps * supervision_step_flops(model, training=False)
+        assert train == training_flops(model, 20, 16)
+        assert test == test_flops_per_puzzle(model, model.halt_max_steps, samples=1)
+        assert float(records[arm]["train_flops"]) == pytest.approx(train)
+        assert float(records[arm]["test_flops_per_puzzle"]) == pytest.approx(test)
+        cells = table_columns(markdown)[label]
+        assert (cells["train FLOPs"], cells["test FLOPs/puzzle"]) == (
+            flops_text(train),
+            flops_text(test),
+        )
+    # the one-step gradient differentiates fewer calls: cheaper to train, same to answer
+    assert float(records["one_step_grad"]["train_flops"]) < float(records["trm"]["train_flops"])
+    assert (
+        records["one_step_grad"]["test_flops_per_puzzle"] == records["trm"]["test_flops_per_puzzle"]
+    )
+    assert "train FLOPs: one trial's model FLOPs" in markdown
+
+
+def test_flops_are_written_short():
+    from orchestration.report import flops_text
+
+    assert flops_text(2.1e18) == "2.1e18"
+    assert flops_text(1.23e9) == "1.2e9"
+    assert flops_text(9.96e5) == "1.0e6"
+    assert flops_text(None) == "—"
+
+
+# Table 1 at the paper's scale, seeds chosen so that every verdict appears (tolerance 2.0,
+# paper.yaml). Each value list: (our %, per seed).
+VERDICT_VALUES = {
+    "trm": [87.0, 87.4, 87.8],  # paper 87.4
+    "hrm": [0.0, 1.0, 2.0],  # paper 55.0
+    "act_continue": [86.0, 86.4, 86.8],  # paper 86.1
+    "dual_net": [70.0, 90.0, 95.0],  # paper 82.4
+    "no_ema": [89.0, 89.4, 89.8],  # paper 79.9
+    "t2_n2": [87.2, 87.6, 88.0],  # paper 73.7
+}
+
+
+def verdict_store(tmp_path: Path, scale: str) -> tuple[str, str]:
+    uri, tracker, experiment, parent = start_execution(
+        tmp_path, "paper", {"trm.scale": scale}, {"seeds": 3, "arms": list(VERDICT_VALUES)}
+    )
+    for arm, values in VERDICT_VALUES.items():
+        for seed, value in enumerate(values):
+            tags = {"trm.arm": arm, "trm.seed": str(seed)}
+            history = [(5, {"eval/exact_accuracy": value / 100})]
+            add_trial(tracker, experiment, parent, f"{arm}/seed{seed}", tags, history)
+    tracker.finish(parent)
+    return uri, parent
+
+
+def test_verdicts_at_the_papers_scale_match_hand_computation(fresh):
+    """By hand, tolerance 2 points. s = 0.4 for the three seeds x, x+0.4, x+0.8: t-interval
+    half-width 4.302653 · 0.4 / √3 = 0.9937. Welch between two such arms: se² = 2 · 0.16/3,
+    dof = 4, t(0.975, 4) = 2.776445, half-width 2.776445 · √(0.10667) = 0.9068."""
+    uri, parent = verdict_store(fresh, "paper")
+    markdown = report("paper", uri, out=fresh / "reports")
+    suite = load_suite("paper")
+    cells = {arm: table_columns(markdown)[suite.arm(arm).label] for arm in VERDICT_VALUES}
+    records = {r["arm"]: r for r in read_csv(fresh / "reports" / parent / "table.csv")}
+    # trm [86.41, 88.39] holds 87.4, ±0.99 ≤ 2
+    assert cells["trm"]["verdict"] == "reproduced" and cells["trm"]["Δ verdict"] == "—"
+    # act [85.41, 87.39] holds 86.1: reproduced. Δ -1.0 [-1.91, -0.09]: excludes 0 below, the
+    # paper's Δ 86.1 − 87.4 = -1.3 is below too and inside, ±0.91 ≤ 2
+    assert cells["act_continue"]["verdict"] == "reproduced"
+    assert cells["act_continue"]["Δ baseline"] == "-1.0 [-1.9, -0.1]"
+    assert cells["act_continue"]["Δ verdict"] == "reproduced; same direction"
+    # hrm 1.0 ± 2.48 [-1.48, 3.48]: 55.0 outside. Δ -86.4, Welch se² = 1/3 + 0.16/3,
+    # dof 2.62 → about [-88.5, -84.3]: excludes 0 below like the paper's -32.4, which lies
+    # outside it
+    assert cells["hrm"]["verdict"] == "not reproduced"
+    assert cells["hrm"]["Δ verdict"] == "not reproduced; same direction"
+    # dual_net 70, 90, 95: mean 85, s = √175, ± 32.9: holds 82.4 but too wide; Δ likewise
+    assert cells["dual_net"]["verdict"] == "undecided"
+    assert cells["dual_net"]["Δ verdict"] == "undecided; undecided"
+    # no_ema [88.41, 90.39]: 79.9 outside. Δ +2.0 [1.09, 2.91]: above 0, the paper's -7.5 below
+    assert cells["no_ema"]["verdict"] == "not reproduced"
+    assert cells["no_ema"]["Δ verdict"] == "not reproduced; opposite direction"
+    # t2_n2: Δ +0.2 [-0.71, 1.11] holds 0 and is ±0.91 ≤ 2 wide: no effect; the paper's
+    # -13.7 lies outside it
+    assert cells["t2_n2"]["verdict"] == "not reproduced"
+    assert cells["t2_n2"]["Δ verdict"] == "not reproduced; no effect"
+    act = records["act_continue"]
+    assert float(act["paper_delta_baseline"]) == pytest.approx(-1.3)
+    assert float(act["delta_baseline_ci_low"]) == pytest.approx(-1.0 - 0.9068, abs=1e-3)
+    assert float(act["delta_baseline_ci_high"]) == pytest.approx(-1.0 + 0.9068, abs=1e-3)
+    assert (act["verdict_paper"], act["verdict_delta_baseline"], act["direction"]) == (
+        "reproduced",
+        "reproduced",
+        "same direction",
+    )
+    assert float(act["tolerance"]) == 2.0
+    assert records["trm"]["direction"] == records["trm"]["verdict_delta_baseline"] == ""
+    note = next(line for line in markdown.splitlines() if line.startswith("Verdicts"))
+    assert "95 % intervals, tolerance ±2 points" in note and "the paper's Δ against" in note
+    assert "seeds=auto" not in markdown  # fixed seeds: no sequential-looks caveat
+
+
+def test_below_the_papers_scale_only_the_direction_is_judged(fresh):
+    """The same seeds at scale=mini: no verdict against the paper's numbers (n/c), and for Δ
+    baseline the direction only, still against the sign of the paper's Δ."""
+    uri, parent = verdict_store(fresh, "mini")
+    markdown = report("paper", uri, out=fresh / "reports")
+    suite = load_suite("paper")
+    cells = {arm: table_columns(markdown)[suite.arm(arm).label] for arm in VERDICT_VALUES}
+    assert {c["verdict"] for c in cells.values()} == {"n/c"}
+    assert {arm: c["Δ verdict"] for arm, c in cells.items()} == {
+        "trm": "—",
+        "hrm": "same direction",
+        "act_continue": "same direction",
+        "dual_net": "undecided",
+        "no_ema": "opposite direction",
+        "t2_n2": "no effect",
+    }
+    records = {r["arm"]: r for r in read_csv(fresh / "reports" / parent / "table.csv")}
+    assert records["hrm"]["verdict_paper"] == records["hrm"]["verdict_delta_baseline"] == ""
+    note = next(line for line in markdown.splitlines() if line.startswith("Verdicts"))
+    assert "the paper's Δ against" not in note
+
+
+def test_a_seeds_auto_execution_says_how_many_seeds_each_arm_got_and_why_it_stopped(fresh):
+    """Runs as a seeds=auto execution leaves them (rule: first 3, add 2, max 5): act_continue
+    3 seeds, decided (reproduced; same direction); dual_net 5, still undecided at the maximum;
+    trm 3, itself reproduced but the baseline of dual_net's undecided Δ below the maximum, so
+    its rounds were cut short (a driver that died, or a report read mid-run): undecided."""
+    values = {
+        "trm": [87.0, 87.4, 87.8],
+        "act_continue": [86.0, 86.4, 86.8],
+        "dual_net": [70.0, 90.0, 95.0, 60.0, 99.0],
+    }
+    uri, tracker, experiment, parent = start_execution(
+        fresh,
+        "paper",
+        {"trm.scale": "paper", "trm.seeds": "auto"},
+        {"seeds": "auto", "arms": list(values), "seeds_auto": {"first": 3, "add": 2, "max": 5}},
+    )
+    for arm, seeds in values.items():
+        for seed, value in enumerate(seeds):
+            tags = {"trm.arm": arm, "trm.seed": str(seed)}
+            history = [(5, {"eval/exact_accuracy": value / 100})]
+            add_trial(tracker, experiment, parent, f"{arm}/seed{seed}", tags, history)
+    tracker.finish(parent)
+    markdown = report("paper", uri, out=fresh / "reports")
+    line = next(line for line in markdown.splitlines() if line.startswith("seeds=auto"))
+    assert "first 3 seeds per arm, then +2 per round" in line and "at most 5" in line
+    assert "TRM (T=3, n=6): 3 seeds (undecided)" in line  # wanted more (dual_net's Δ), below max
+    assert "w/ ACT: 3 seeds (decided)" in line
+    assert "w/ separate f_H, f_L: 5 seeds (max reached)" in line
+    assert "repeated" not in markdown and "every round looked at the intervals again" in markdown
+    records = {r["arm"]: r for r in read_csv(fresh / "reports" / parent / "table.csv")}
+    assert records["dual_net"]["seeds_run"] == "5" and records["dual_net"]["missing"] == "0"
+    assert records["act_continue"]["seeds_stop"] == "decided"
 
 
 def test_plots_are_titled_labelled_and_explain_the_seed_band(store):
