@@ -248,6 +248,7 @@ def flops_figure(rows: list[ProtocolRow], title: str, path: Path) -> Path:
         ]
         if not points:
             continue
+        points.sort()  # the line runs from the cheapest protocol to the dearest
         color = f"C{i % 10}"
         axis.plot([p[0] for p in points], [p[1] for p in points], color=color, alpha=0.5)
         for x, y, protocol in points:

@@ -170,13 +170,15 @@ def score_trial(job: dict[str, Any]) -> dict[str, Any]:
     scorers: dict[tuple[str, str], Any] = {}
     plan = uses = None
     trained = None
+    trainer = None
     for step, path in checkpoints:
         state = load_state(filesystem, path)["trainer"]
-        trainer = Trainer(
-            ModelConfig.from_dict(state["model_config"]),
-            TrainConfig.from_dict(state["train_config"]),
-            device=job["device"],
-        )
+        if trainer is None:  # one model per trial: its checkpoints differ in weights only
+            trainer = Trainer(
+                ModelConfig.from_dict(state["model_config"]),
+                TrainConfig.from_dict(state["train_config"]),
+                device=job["device"],
+            )
         trainer.load_weights(state)  # a slimmed old evaluation has no optimiser
         if plan is None:
             trained = trainer.model_config.halt_max_steps
