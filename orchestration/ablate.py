@@ -580,6 +580,9 @@ def _start_ray(cluster: dict[str, Any], base: Path) -> None:
     if swept:
         print(f"removed {len(swept)} Ray session(s) left by a killed driver", file=sys.stderr)
     ray.init(
+        # "local": a new Ray here even when the shell exports a cluster's RAY_ADDRESS (which
+        # ray.init would otherwise join); joining one is cluster=address
+        address="local",
         num_cpus=cluster["num_cpus"],
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

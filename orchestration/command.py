@@ -33,6 +33,10 @@ from orchestration.preflight import missing_variable
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 MODULE = "orchestration.ablate"
 ENV_REFERENCE = re.compile(r"oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+# What a suite on a cluster runs with: datasets and Tune state on S3, an MLflow server, and the
+# Ray cluster it was submitted to (the job's RAY_ADDRESS).
+CLUSTER_GROUPS = ("storage=s3", "tracking=server", "cluster=address")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 class CommandError(ValueError):
@@ -76,6 +80,25 @@ def parse(command: str) -> tuple[str, ...]:
     if bad:
         raise CommandError(f"overrides must be key=value, got {bad}")
     return overrides
+
+
+def entrypoint(suite: str = "paper", scale: str = "paper", *overrides: str) -> str:
+    """The command a cluster runs for `suite` at `scale` (the cluster groups added, then any
+    further `overrides`): the one place the RayJob manifests' entrypoints
+    (infra/k8s, checked by tests/infra/test_entrypoint.py) and the Jobs-API submission that
+    tests/orchestration/test_cluster.py runs on a real cluster come from.
+
+        entrypoint()  # 'python -m orchestration.ablate suite=paper scale=paper storage=s3 ...'
+    """
+    for what, value in (("suite", suite), ("scale", scale)):
+        if not isinstance(value, str) or not NAME.match(value):
+            raise CommandError(
+                f"{what} must be a name (letters, digits, '_', '.', '-'), got {value!r}"
+            )
+    line = shlex.join(["python", "-m", MODULE, f"suite={suite}", f"scale={scale}",
+                       *CLUSTER_GROUPS, *overrides])  # fmt: skip
+    parse(line)  # overrides must be key=value words
+    return line
 
 
 def environment_names() -> set[str]:

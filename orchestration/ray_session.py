@@ -37,7 +37,13 @@ SESSION_PATTERN = re.compile(r"^session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_(\d+)
 
 def ray_temp_dir(base: Path) -> Path:
     """The temp dir the embedded Ray of working directory `base` uses (created)."""
-    home = (base / ".trm" / "ray").absolute()
+    return short_enough_temp_dir(base / ".trm" / "ray")
+
+
+def short_enough_temp_dir(home: Path) -> Path:
+    """`home` (created) when short enough for Ray's socket paths (107 bytes), else a folder
+    under the system temp dir named by a digest of `home`, which `home` then links to."""
+    home = home.absolute()
     if len(str(home)) + SOCKET_SUFFIX_LEN <= SOCKET_PATH_MAX and not home.is_symlink():
         home.mkdir(parents=True, exist_ok=True)
         return home

@@ -2,7 +2,7 @@
 127.0.0.1, started by one command; the integration tests use the same code.
 
     python -m orchestration.stack up [--dir .trm/stack] [--s3-port 0] [--mlflow-port 0]
-                                     [--bucket trm]
+                                     [--bucket trm] [--ray-workers N [--ray-worker-cpus 1]]
     eval "$(python -m orchestration.stack env)"     # point boto3, pyarrow, MLflow, datasets at it
     python -m orchestration.stack status
     python -m orchestration.stack down [--purge]
@@ -13,7 +13,16 @@ URLs and log paths in `<dir>/stack.json`, and prints the `export` lines of `env`
 summary goes to stderr), so `eval "$(python -m orchestration.stack up)"` also works. `up` on a
 stack that already runs and answers only prints the settings. Port 0 picks a free port. MLflow
 keeps runs in `<dir>/mlflow.db` and proxies artifacts to `s3://<bucket>/mlflow`; datasets go to
-`s3://<bucket>/datasets` (TRM_DATASET_STORE). Logs: `<dir>/s3.log`, `<dir>/mlflow.log`.
+`s3://<bucket>/datasets` (TRM_DATASET_STORE), Ray results to `s3://<bucket>/ray_results`
+(TRM_RESULTS_URI). Logs: `<dir>/s3.log`, `<dir>/mlflow.log`.
+
+`--ray-workers N` (N >= 1) adds a Ray cluster of N + 1 nodes on this machine
+(orchestration.cluster): a head (`ray start --head`, no CPUs for trials: it runs job drivers,
+the GCS and the dashboard with its Jobs API on 127.0.0.1) and N workers
+(`ray start --address`, `--ray-worker-cpus` CPUs each), every node with its own temp dir under
+`<dir>/ray/<node>/` and the services' variables in its environment from `ray start` on. `env`
+then also prints RAY_ADDRESS, RAY_API_SERVER_ADDRESS (for `ray job submit`) and the token-auth
+variables. Logs: `<dir>/ray-head.log`, `<dir>/ray-worker-<k>.log`, Ray's under each temp dir.
 
 Python API:
 
@@ -38,6 +47,9 @@ Things to know:
   only, fires when the parent *thread* ends rather than the process, and reaches only the
   direct child, not the server's own workers. (A child the owner forks without exec keeps
   the pipe open, so the servers then stop when that child ends too.)
+- A Ray node is stopped by PID: its guard's group, the group `ray start --block` makes for
+  itself, and every process whose command line names the node's temp dir, with descendants.
+  Never `ray stop`, which would end every Ray of the user.
 - POSIX only (process groups, fcntl locks); memory figures in `status` need /proc (Linux).
 """
 
@@ -60,6 +72,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestration import cluster
+
 HOST = "127.0.0.1"
 DEFAULT_DIR = Path(".trm") / "stack"
 DEFAULT_BUCKET = "trm"
@@ -71,10 +85,10 @@ TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "trm-lab-test",
     "AWS_SECRET_ACCESS_KEY": "trm-lab-test-secret",
 }
-LABELS = {"s3": "S3 server (moto)", "mlflow": "MLflow server"}
+LABELS = {"s3": "S3 server (moto)", "mlflow": "MLflow server", cluster.HEAD: "Ray head"}
 # Measured on 2 cores: moto answers in about 1 s, mlflow in about 5 s (18 s without the job
 # runner switched off); the margins absorb a loaded machine.
-START_TIMEOUT = {"s3": 30.0, "mlflow": 90.0}
+START_TIMEOUT = {"s3": 30.0, "mlflow": 90.0, cluster.HEAD: cluster.HEAD_TIMEOUT_S}
 STOP_GRACE = 10.0
 
 # Runs a server in its own process group and stops the group when told to (SIGTERM), when the
@@ -99,25 +113,52 @@ def watch_lifeline():
     except OSError:
         pass
     request("its owner went away")
+def child_group():
+    # A child that made itself a group leader (`ray start --block` does, for its reaper)
+    # takes its own processes out of ours: that group is signalled too.
+    try:
+        return child.pid if os.getpgid(child.pid) == child.pid else None
+    except OSError:
+        return None
+def signal_child_group(group, sig):
+    if group is not None:
+        try:
+            os.killpg(group, sig)
+        except OSError:
+            pass
 threading.Thread(target=watch_child, daemon=True).start()
 if lifeline >= 0:
     threading.Thread(target=watch_lifeline, daemon=True).start()
+group = None
 while not stop.wait(0.2):
-    pass
+    group = child_group() or group
 print(f"[stack guard] stopping: {why[0]}", file=sys.stderr, flush=True)
+group = child_group() or group
 if child.poll() is None:
     os.killpg(0, signal.SIGTERM)  # the whole group; our own handler just records it
+    signal_child_group(group, signal.SIGTERM)
     try:
         child.wait(grace)
     except subprocess.TimeoutExpired:
         print("[stack guard] no exit after SIGTERM: SIGKILL", file=sys.stderr, flush=True)
 sys.stderr.flush()
+signal_child_group(group, signal.SIGKILL)
 os.killpg(0, signal.SIGKILL)  # leftovers (a server's workers) and the guard itself
 """
 
 
 class StackError(RuntimeError):
     """A service could not start, or the stack is not in the state a command needs."""
+
+
+def _label(name: str) -> str:
+    if name.startswith("ray-worker-"):
+        return f"Ray worker {name.rsplit('-', 1)[1]}"
+    return LABELS[name]
+
+
+def _is_ray(name: str) -> bool:
+    return name.startswith("ray-")
 
 
 # --- process helpers -------------------------------------------------------------------------
@@ -172,8 +213,11 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _rss_mib(pgid: int) -> float | None:
-    members = _group_members(pgid)
-    if members is None:
+    return _rss_of(_group_members(pgid))
+
+
+def _rss_of(members: list[int] | None) -> float | None:
+    if members is None or not Path("/proc/self/status").exists():
         return None
     total = 0
     for pid in members:
@@ -217,7 +261,7 @@ def _check_port_free(service: str, port: int) -> None:
             s.bind((HOST, port))
         except OSError as e:
             raise StackError(
-                f"{LABELS[service]} cannot listen on {HOST}:{port}: {e.strerror}. "
+                f"{_label(service)} cannot listen on {HOST}:{port}: {e.strerror}. "
                 "Another process holds it: stop that, or pass another port (0 picks a free one)."
             ) from None
 
@@ -316,6 +360,11 @@ def _client_env(s3_endpoint: str, bucket: str, tracking_uri: str | None) -> dict
     return env
 
 
+def _results_env(bucket: str) -> dict[str, str]:
+    """Where `storage=s3` keeps Ray Tune's state (the other half of that group's settings)."""
+    return {"TRM_RESULTS_URI": f"s3://{bucket}/ray_results"}
+
+
 def _server_env(s3_endpoint: str, extra: dict[str, str]) -> dict[str, str]:
     # The caller's AWS settings (real credentials, profiles, endpoints, CA bundles) stay out.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -342,7 +391,9 @@ def _server_env(s3_endpoint: str, extra: dict[str, str]) -> dict[str, str]:
 class LocalStack:
     """Both servers under one directory. `detached=True` (the CLI) leaves them running after
     this process exits; otherwise (the default, for tests) they stop when it exits, crashes
-    or is killed. `with_mlflow=False` runs S3 alone, still as a separate process."""
+    or is killed. `with_mlflow=False` runs S3 alone, still as a separate process.
+    `ray_workers=N` (N >= 1, with MLflow) adds a Ray cluster: a head and N worker nodes of
+    `ray_worker_cpus` CPUs each (orchestration.cluster)."""
 
     def __init__(
         self,
@@ -354,9 +405,18 @@ class LocalStack:
         with_mlflow: bool = True,
         detached: bool = False,
         stop_grace: float = STOP_GRACE,
+        ray_workers: int = 0,
+        ray_worker_cpus: int = 1,
     ):
         if s3_port and s3_port == mlflow_port:
             raise StackError(f"the S3 and MLflow servers need different ports (both {s3_port})")
+        try:
+            cluster.check_sizes(ray_workers, ray_worker_cpus)
+        except cluster.ClusterError as err:
+            raise StackError(str(err)) from None
+        if ray_workers and not with_mlflow:
+            raise StackError("a Ray cluster needs the MLflow server too (its trials log there)")
+        self.ray_workers, self.ray_worker_cpus = ray_workers, ray_worker_cpus
         # Absolute, so the sqlite URI and the state file do not depend on a later cwd.
         self.dir = Path(directory).resolve()
         self.s3_port, self.mlflow_port, self.bucket = s3_port, mlflow_port, bucket
@@ -381,10 +441,32 @@ class LocalStack:
         mlflow = self._require_state()["services"].get("mlflow")
         return mlflow["url"] if mlflow else None
 
+    @property
+    def ray_address(self) -> str | None:
+        """The cluster's GCS address (host:port) when the stack has a Ray cluster."""
+        head = self._require_state()["services"].get(cluster.HEAD)
+        return head["gcs_address"] if head else None
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The head's dashboard and Jobs API (`ray job submit --address ...`)."""
+        head = self._require_state()["services"].get(cluster.HEAD)
+        return head["url"] if head else None
+
+    def ray_nodes(self) -> dict[str, str]:
+        """{node name: its Ray temp dir} of the cluster's nodes (empty without a cluster)."""
+        services = self._require_state()["services"]
+        return {name: svc["temp_dir"] for name, svc in services.items() if _is_ray(name)}
+
     def env(self) -> dict[str, str]:
-        """The variables that point clients (boto3, pyarrow, MLflow, DatasetStore) at the stack."""
+        """The variables that point clients (boto3, pyarrow, MLflow, DatasetStore, and with a
+        cluster Ray's CLI and `cluster=address`) at the stack."""
         state = self._require_state()
-        return _client_env(self.s3_endpoint, state["bucket"], self.tracking_uri)
+        env = _client_env(self.s3_endpoint, state["bucket"], self.tracking_uri)
+        env.update(_results_env(state["bucket"]))
+        if cluster.HEAD in state["services"]:
+            env.update(cluster.client_env(state, self.dir))
+        return env
 
     def _require_state(self) -> dict:
         if self.state is None:
@@ -421,20 +503,28 @@ class LocalStack:
         """Per service: pid, url, log, running, healthy, rss_mib (None without /proc)."""
         state = state or self.read_state()
         report = {}
-        for name, svc in (state or {}).get("services", {}).items():
+        services = (state or {}).get("services", {})
+        nodes = None  # the cluster's alive nodes, asked once
+        if cluster.HEAD in services and _group_alive(services[cluster.HEAD]["pid"]):
+            nodes = cluster.alive_nodes(services[cluster.HEAD]["url"], self.dir)
+        labels = {n.get("labels", {}).get(cluster.NODE_LABEL) for n in nodes or []}
+        for name, svc in services.items():
             running = _group_alive(svc["pid"])
             if not running:
                 healthy = False
             elif name == "s3":
                 healthy = _s3_healthy(svc["url"])
-            else:
+            elif name == "mlflow":
                 healthy = _mlflow_healthy(svc["url"])
-            report[name] = {
-                **svc,
-                "running": running,
-                "healthy": healthy,
-                "rss_mib": _rss_mib(svc["pid"]) if running else None,
-            }
+            else:  # a Ray node: registered alive with the head
+                healthy = name in labels
+            if not running:
+                rss = None
+            elif _is_ray(name):
+                rss = _rss_of(cluster.node_processes(svc["temp_dir"]))
+            else:
+                rss = _rss_mib(svc["pid"])
+            report[name] = {**svc, "running": running, "healthy": healthy, "rss_mib": rss}
         return report
 
     def healthy(self, state: dict | None = None) -> bool:
@@ -449,6 +539,11 @@ class LocalStack:
             state = self.read_state()
             wanted = {"s3", "mlflow"} if self.with_mlflow else {"s3"}
             if state is not None and wanted <= set(state["services"]) and self.healthy(state):
+                if self.ray_workers and cluster.HEAD not in state["services"]:
+                    raise StackError(
+                        f"the stack in {self.dir} runs without a Ray cluster; run `down` first "
+                        "to start it with one (S3 contents live in moto's memory and go with it)"
+                    )
                 self.state, self.started = state, False
                 self._warn_if_different(state)
                 return self.env()
@@ -470,6 +565,7 @@ class LocalStack:
             if state is not None:
                 stopped = self._stop_services(state, timeout)
             self.state_path.unlink(missing_ok=True)
+            cluster.token_path(self.dir).unlink(missing_ok=True)  # meaningless without a cluster
             self.state = None
             self._close_lifeline()
             atexit.unregister(self.down)
@@ -477,14 +573,22 @@ class LocalStack:
 
     def _stop_services(self, state: dict, timeout: float | None = None) -> bool:
         stopped = False
-        # MLflow first: it may still be writing artifacts to S3.
-        for name in ("mlflow", "s3"):
-            svc = state.get("services", {}).get(name)
+        services = state.get("services", {})
+        grace = self.stop_grace if timeout is None else timeout
+        # Ray's workers, then its head (a job's driver), then MLflow (it may still be writing
+        # artifacts to S3), then S3.
+        workers = sorted((n for n in services if n.startswith("ray-worker-")), reverse=True)
+        for name in [*workers, cluster.HEAD, "mlflow", "s3"]:
+            svc = services.get(name)
             if svc is None:
                 continue
             proc = self._procs.pop(name, None)
+            # A Ray node by PID, collected before any signal: its processes are outside the
+            # guard's group (`ray start --block` leads a group of its own).
+            if _is_ray(name) and cluster.end_node(svc["temp_dir"], svc["pid"], grace):
+                stopped = True
             if _group_alive(svc["pid"]):
-                _stop_group(svc["pid"], proc, self.stop_grace if timeout is None else timeout)
+                _stop_group(svc["pid"], proc, grace)
                 stopped = True
             elif proc is not None:
                 proc.poll()
@@ -507,6 +611,9 @@ class LocalStack:
             "s3 port": services["s3"]["port"],
             "mlflow port": services.get("mlflow", {}).get("port"),
         }
+        if self.ray_workers:
+            wanted["ray workers"] = self.ray_workers
+        have["ray workers"] = sum(n.startswith("ray-worker-") for n in services)
         diff = [f"{k} {have[k]} (asked {v})" for k, v in wanted.items() if have[k] != v]
         if diff:
             print(
@@ -519,10 +626,18 @@ class LocalStack:
         names = ["s3", "mlflow"] if self.with_mlflow else ["s3"]
         wanted = {"s3": self.s3_port, "mlflow": self.mlflow_port}
         explicit = {wanted[n] for n in names if wanted[n]}
-        free = iter(_free_ports(sum(1 for n in names if not wanted[n]), explicit))
+        workers = [cluster.worker_name(k) for k in range(1, self.ray_workers + 1)]
+        nodes = [cluster.HEAD, *workers] if workers else []
+        # a head needs its GCS, dashboard and client ports; every node its agent's
+        ray_count = 3 + len(nodes) if nodes else 0
+        free = iter(_free_ports(sum(1 for n in names if not wanted[n]) + ray_count, explicit))
         ports = {n: wanted[n] or next(free) for n in names}
+        head_ports = {key: next(free) for key in ("gcs", "dashboard", "client") if nodes}
+        agent_ports = {n: next(free) for n in nodes}
         for name in names:  # fail before starting anything
             _check_port_free(name, ports[name])
+        for name, port in [*((cluster.HEAD, p) for p in head_ports.values()), *agent_ports.items()]:
+            _check_port_free(name, port)
 
         s3_url = f"http://{HOST}:{ports['s3']}"
         commands = {
@@ -555,6 +670,41 @@ class LocalStack:
         else:
             read_end = None
         services, offsets = {}, {}
+        if nodes:
+            mlflow_url = f"http://{HOST}:{ports['mlflow']}"
+            services_env = {
+                **_client_env(s3_url, self.bucket, mlflow_url),
+                **_results_env(self.bucket),
+            }
+            node_env = cluster.node_env(_server_env(s3_url, {}), services_env, self.dir)
+            gcs_address = f"{HOST}:{head_ports['gcs']}"
+
+        def start_node(name: str) -> None:
+            temp_dir = cluster.node_temp_dir(self.dir, name)
+            head = name == cluster.HEAD
+            command = cluster.node_command(
+                name,
+                temp_dir,
+                head_ports=head_ports if head else None,
+                address=None if head else gcs_address,
+                agent_port=agent_ports[name],
+                num_cpus=0 if head else self.ray_worker_cpus,
+            )
+            home = cluster.node_home(self.dir, name)
+            log = self.dir / f"{name}.log"
+            proc, offsets[name] = self._spawn(command, node_env, log, read_end, cwd=home)
+            self._procs[name] = proc
+            services[name] = {
+                "pid": proc.pid,  # the guard; `ray start --block` leads a group of its own
+                "port": head_ports["dashboard"] if head else agent_ports[name],
+                "url": f"http://{HOST}:{head_ports['dashboard']}" if head else gcs_address,
+                "log": str(log),
+                "command": shlex.join(command),
+                "temp_dir": str(temp_dir),
+                "home": str(home),
+                **({"gcs_address": gcs_address} if head else {"cpus": self.ray_worker_cpus}),
+            }
+
         try:
             # Both start at once (mlflow needs S3 only when artifacts arrive): saves a second.
             for name in names:
@@ -570,9 +720,9 @@ class LocalStack:
                     "log": str(log),
                     "command": shlex.join(commands[name]),
                 }
-            if read_end is not None:
-                os.close(read_end)
-                read_end = None
+            if nodes:  # the head starts beside the servers (its nodes' variables are known)
+                cluster.new_token(self.dir)
+                start_node(cluster.HEAD)
             state = {
                 "bucket": self.bucket,
                 "directory": str(self.dir),
@@ -591,17 +741,45 @@ class LocalStack:
                 self._wait(
                     "mlflow", services["mlflow"], offsets["mlflow"], lambda: _mlflow_healthy(url)
                 )
+            if nodes:
+                dashboard = services[cluster.HEAD]["url"]
+                self._wait(
+                    cluster.HEAD,
+                    services[cluster.HEAD],
+                    offsets[cluster.HEAD],
+                    lambda: cluster.head_healthy(dashboard, self.dir),
+                    every=0.5,
+                )
+                for name in workers:  # all at once; each registers with the head
+                    start_node(name)
+                self._write_state(state)
+
+                def joined(name: str):
+                    def check() -> bool:
+                        alive = cluster.alive_nodes(dashboard, self.dir) or []
+                        return name in {n.get("labels", {}).get(cluster.NODE_LABEL) for n in alive}
+
+                    return check
+
+                for name in workers:
+                    self._wait(name, services[name], offsets[name], joined(name), every=0.5)
             return state
         except BaseException:
-            if read_end is not None:
-                os.close(read_end)
             self._stop_services({"services": services}, timeout=3.0)
             self.state_path.unlink(missing_ok=True)
             self._close_lifeline()
             raise
+        finally:
+            if read_end is not None:
+                os.close(read_end)
 
     def _spawn(
-        self, command: list[str], env: dict[str, str], log: Path, lifeline: int | None
+        self,
+        command: list[str],
+        env: dict[str, str],
+        log: Path,
+        lifeline: int | None,
+        cwd: Path | None = None,
     ) -> tuple[subprocess.Popen, int]:
         with open(log, "ab") as out:
             offset = out.tell()
@@ -616,16 +794,16 @@ class LocalStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=self.dir,  # anything a server writes next to itself lands here
+                cwd=cwd or self.dir,  # anything a server writes next to itself lands here
                 start_new_session=True,  # its own process group, away from terminal signals
                 pass_fds=() if lifeline is None else (lifeline,),
             )
         return proc, offset
 
-    def _wait(self, name: str, svc: dict, log_offset: int, check) -> None:
-        label, port, log = LABELS[name], svc["port"], Path(svc["log"])
+    def _wait(self, name: str, svc: dict, log_offset: int, check, every: float = 0.1) -> None:
+        label, port, log = _label(name), svc["port"], Path(svc["log"])
         proc = self._procs[name]
-        timeout = START_TIMEOUT[name]
+        timeout = START_TIMEOUT.get(name, cluster.WORKERS_TIMEOUT_S)
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
@@ -636,7 +814,7 @@ class LocalStack:
             if time.monotonic() > deadline:
                 problem = f"did not answer within {timeout:.0f} s"
                 break
-            time.sleep(0.1)
+            time.sleep(every)
         raise StackError(
             f"{label} failed to start on {HOST}:{port}: it {problem}.\n"
             f"Last lines of {log}:\n{_log_tail(log, log_offset)}"
@@ -722,7 +900,11 @@ def _describe(stack: LocalStack) -> str:
     for name, s in stack.service_status().items():
         health = "healthy" if s["healthy"] else ("NOT ANSWERING" if s["running"] else "STOPPED")
         rss = f", {s['rss_mib']:.0f} MiB" if s["rss_mib"] is not None else ""
-        lines.append(f"{LABELS[name]:<17} {s['url']:<24} pid {s['pid']:<7} {health}{rss}")
+        lines.append(f"{_label(name):<17} {s['url']:<24} pid {s['pid']:<7} {health}{rss}")
+        if name == cluster.HEAD:
+            lines.append(f"{'':<17} GCS {s['gcs_address']} (RAY_ADDRESS), Jobs API {s['url']}")
+        if _is_ray(name):
+            lines.append(f"{'':<17} temp dir {s['temp_dir']}")
         lines.append(f"{'':<17} log {s['log']}")
     return "\n".join(lines)
 
@@ -746,6 +928,15 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--s3-port", type=int, default=0, help="0 picks a free port")
             sub.add_argument("--mlflow-port", type=int, default=0, help="0 picks a free port")
             sub.add_argument("--bucket", default=DEFAULT_BUCKET)
+            sub.add_argument(
+                "--ray-workers",
+                type=int,
+                default=0,
+                help="N >= 1 adds a Ray cluster: a head and N worker nodes (default 0: none)",
+            )
+            sub.add_argument(
+                "--ray-worker-cpus", type=int, default=1, help="CPUs per worker node (default 1)"
+            )
         if name == "down":
             sub.add_argument("--purge", action="store_true", help="also delete database and logs")
     args = parser.parse_args(argv)
@@ -758,11 +949,20 @@ def main(argv: list[str] | None = None) -> int:
                 mlflow_port=args.mlflow_port,
                 bucket=args.bucket,
                 detached=True,
+                ray_workers=args.ray_workers,
+                ray_worker_cpus=args.ray_worker_cpus,
             )
             t0 = time.monotonic()
             env = stack.up()
             verb = f"started in {time.monotonic() - t0:.1f} s" if stack.started else "already up"
             print(f"stack: {verb} ({stack.dir})\n{_describe(stack)}", file=sys.stderr)
+            if stack.dashboard_url:
+                print(
+                    f"stack: submit with `ray job submit --address {stack.dashboard_url} -- "
+                    "python -m orchestration.ablate ... storage=s3 tracking=server "
+                    "cluster=address` after eval-ing the exports (token auth)",
+                    file=sys.stderr,
+                )
             print(_exports(env))
         elif args.command == "env":
             stack = LocalStack(args.dir)
@@ -779,12 +979,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if stack.healthy() else 1
         elif args.command == "down":
             stack = LocalStack(args.dir)
+            had_cluster = cluster.HEAD in (stack.read_state() or {}).get("services", {})
             stopped = stack.down()
             verb = "stopped" if stopped else "nothing was running"
             print(f"stack: {verb} ({stack.dir})", file=sys.stderr)
+            if had_cluster:  # a shell that eval'd `up` would still point Ray at the cluster
+                names = " ".join(cluster.client_variables())
+                print(f"stack: in a shell that eval'd `up`, now `unset {names}`", file=sys.stderr)
             if args.purge:
                 for name in ("mlflow.db", "s3.log", "mlflow.log", ".lock"):
                     (stack.dir / name).unlink(missing_ok=True)
+                for log in stack.dir.glob("ray-*.log"):
+                    log.unlink(missing_ok=True)
+                cluster.remove_node_folders(stack.dir)
                 with contextlib.suppress(OSError):
                     stack.dir.rmdir()  # only if nothing else lives there
     except StackError as e:

@@ -10,7 +10,9 @@ The reference was written by the pre-optimisation code (trm_core of commit 7fa74
 `python -m tests.test_fp32_reference CASE …` rewrites only the cases named. trm_multiscale was
 rewritten when each z_i got its own initial vector (issue 12, as the official trm_hier6).
 Bit equality of float matmuls holds for one BLAS build on one instruction set; on another torch
-version or CPU capability the comparison falls back to a tight tolerance and says so (skip).
+version, CPU capability or CPU vendor (the reference is from an AMD EPYC; an Intel Xeon with AMX,
+also "AVX512", differs in the last bits) the comparison falls back to a tolerance relative to
+each tensor's scale and says so (skip).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from trm_core import ModelConfig, RecursiveReasoningModel, Trainer
 REFERENCE = Path(__file__).parent / "data" / "fp32_reference.pt"
 STEPS = 3
 SAMPLE = 64  # values kept per tensor for the tolerance check
+CROSS_MACHINE = 1e-2  # tolerance, relative to a tensor's scale, on another BLAS build
 TIMING_KEYS = ("step_time_s", "examples_per_s")
 
 # The scale=mini shape (orchestration/conf/scale/mini.yaml): 6x6 Sudoku, hidden 32, T=3 n=6.
@@ -99,10 +102,23 @@ def _record(overrides: dict, batch_size: int) -> dict:
     return {"metrics": metrics, "tensors": tensors}
 
 
+def _cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id: the same instruction set (AVX512) still runs different BLAS
+    kernels on AMD and on Intel (with AMX), which differ in the last bits."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def _environment() -> dict:
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_vendor": _cpu_vendor(),
     }
 
 
@@ -138,13 +154,19 @@ def test_fp32_training_equals_the_recorded_reference_bit_for_bit(case, reference
         if exact:
             assert have["sha256"] == want["sha256"], f"{case}: {name} (sample diff {largest})"
         else:
-            torch.testing.assert_close(have["sample"], want["sample"], rtol=1e-5, atol=1e-6)
-            assert have["sum"] == pytest.approx(want["sum"], rel=1e-5, abs=1e-4), name
+            # Another BLAS build (seen: the AMD reference vs an Intel Xeon with AMX, both
+            # "AVX512") rounds differently, and three steps of the sign-like AdamATan2 update and
+            # the recursion amplify last-bit differences: up to 0.4 % of a tensor's scale (the
+            # carried states). Checked against the tensor's scale, well below a real change.
+            scale = want["sample"].abs().max().item()
+            assert largest <= CROSS_MACHINE * scale + 1e-6, f"{case}: {name} ({largest} of {scale})"
+            spread = CROSS_MACHINE * scale * have["sample"].numel() ** 0.5 * 10
+            assert have["sum"] == pytest.approx(want["sum"], rel=CROSS_MACHINE, abs=spread), name
     if exact:
         assert record["metrics"] == expected["metrics"]
     else:
         for have, want in zip(record["metrics"], expected["metrics"], strict=True):
-            assert have == pytest.approx(want, rel=1e-5, abs=1e-6)
+            assert have == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 
 def test_reference_was_recorded_where_bit_equality_is_checked(reference):

@@ -5,9 +5,10 @@ Secrets as placeholders), and it points at the services the same manifests deplo
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
-from orchestration.command import CommandError, check, parse
-from tests.infra.manifests import container_env, one, render
+from orchestration.command import CommandError, check, entrypoint, parse
+from tests.infra.manifests import K8S, container_env, one, render
 
 JOBS = {"gpu": "paper", "cpu-mini": "mini"}  # overlay → the scale it runs
 
@@ -56,6 +57,38 @@ def test_workers_fit_one_trial_of_the_scale(overlay, scale):
     assert gpus >= (cfg["scale"]["gpus_per_trial"] or 0)
     if not gpus:  # a GPU share on a CPU-only cluster leaves trials PENDING forever (STACK.md)
         assert not cfg["scale"]["gpus_per_trial"]
+
+
+def test_the_manifests_run_the_entrypoint_orchestration_command_builds():
+    """One place for the command: the RayJob's entrypoint (and the cpu-mini overlay's patch of
+    it) is what `orchestration.command.entrypoint` builds, the same function whose command
+    tests/orchestration/test_cluster.py submits through the Jobs API to a real cluster. Read
+    from the files, so it holds without kubectl too."""
+    rayjob = yaml.safe_load((K8S / "components" / "rayjob" / "rayjob.yaml").read_text())
+    assert rayjob["spec"]["entrypoint"] == entrypoint("paper", "paper")
+    patches = yaml.safe_load((K8S / "overlays" / "cpu-mini" / "rayjob-cpu.yaml").read_text())
+    (patch,) = [p for p in patches if p["path"] == "/spec/entrypoint"]
+    assert patch["value"] == entrypoint("paper", "mini")
+
+
+@pytest.mark.parametrize("overlay, scale", JOBS.items())
+def test_the_rendered_entrypoint_is_the_built_one(overlay, scale):
+    assert one(render(overlay), "RayJob")["spec"]["entrypoint"] == entrypoint("paper", scale)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("pa per",), "suite must be a name (letters, digits, '_', '.', '-'), got 'pa per'"),
+        (("paper", "mini;rm"), "scale must be a name"),
+        (("paper", "paper", "--cfg"), "would not run a suite"),
+        (("paper", "paper", "seeds"), "must be key=value"),
+    ],
+)
+def test_a_bad_entrypoint_request_is_refused(args, message):
+    with pytest.raises(CommandError) as err:
+        entrypoint(*args)
+    assert message in str(err.value)
 
 
 def test_entrypoint_without_the_settings_is_refused():

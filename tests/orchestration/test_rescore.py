@@ -74,9 +74,9 @@ def test_every_trial_and_protocol_has_one_nested_finished_run(rescored):
             ours = client.get_metric_history(paper.info.run_id, f"test/{metric}")
             logged = client.get_metric_history(trial.info.run_id, f"eval/{metric}")
             assert {m.step: m.value for m in ours} == {m.step: m.value for m in logged}
-        assert paper.data.metrics["final/exact_accuracy"] == trial.data.metrics[
-            "eval/exact_accuracy"
-        ]
+        assert (
+            paper.data.metrics["final/exact_accuracy"] == trial.data.metrics["eval/exact_accuracy"]
+        )
         assert paper.data.metrics["best_validation/step"] in (10.0, 20.0)
         listed = json.loads(
             (Path(client.download_artifacts(paper.info.run_id, "checkpoints.json"))).read_text()
