@@ -79,10 +79,12 @@ def collect(suite, tracker: Tracker, parent, protocols: list[str] | None) -> lis
     """One row per (arm, protocol) that was scored, in suite then protocol order; where a
     (trial, protocol) was scored twice (force=true) the newer run counts."""
     runs = rescore_runs(tracker, parent.info.experiment_id, parent.info.run_id)
+    from orchestration.rescore import RESCORED_RUN_TAG
+
     newest: dict[tuple[str, str, str], Any] = {}
     for run in runs:  # oldest first: later ones replace
         tags = run.data.tags
-        newest[(tags["trm.arm"], tags["trm.seed"], tags["trm.protocol"])] = run
+        newest[(tags["trm.arm"], tags[RESCORED_RUN_TAG], tags["trm.protocol"])] = run
     seen = list(dict.fromkeys(run.data.tags["trm.protocol"] for run in runs))
     order = [p for p in (protocols or seen) if p in seen]
     rows: dict[tuple[str, str], ProtocolRow] = {}

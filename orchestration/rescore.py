@@ -213,6 +213,12 @@ def _trial_runs(tracker: Tracker, suite, run: str, arms: list[str] | None):
     from orchestration.report import _execution_runs
 
     parent, children = _execution_runs(suite, tracker, run)
+    if parent.data.tags.get("trm.kind") == "search":
+        raise ValueError(
+            f"execution {parent.info.run_id} is a search (one trial per sample); rescore compares "
+            "arms over seeds: rerun the chosen values as a grid (`search_values={...} seeds=3`, "
+            "the command the search's report prints) and rescore that execution"
+        )
     order = {a.name: i for i, a in enumerate(suite.all_arms)}
     trials = [
         child

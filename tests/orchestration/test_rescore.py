@@ -149,3 +149,15 @@ def test_bad_input_is_refused_with_what_is_allowed(rescored, arguments, message)
     assert refused.returncode == 2
     assert message in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_search_execution_is_refused_with_what_to_do_instead(rescored):
+    cwd, _ = rescored
+    client, _, parents = runs(f"sqlite:///{cwd}/.trm/mlflow.db")
+    search = client.create_run(
+        parents[0].info.experiment_id, tags={"trm.role": "suite", "trm.kind": "search"}
+    )
+    client.set_terminated(search.info.run_id)
+    refused = rescore(cwd, "suite=smoke", f"run={search.info.run_id}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "is a search" in refused.stderr and "search_values=" in refused.stderr
