@@ -261,10 +261,6 @@ def _job(trial, protocols: list[Protocol], base: Path, device: str) -> dict[str,
     }
 
 
-def _metric(suite, task: str) -> str:
-    return suite.metric_for(task)
-
-
 def _log(tracker, experiment_id, parent_id, trial, protocol: Protocol, result, suite, code):
     """One FINISHED run under the trial's run for one protocol's scores."""
     from orchestration.provenance import run_tags
@@ -274,7 +270,7 @@ def _log(tracker, experiment_id, parent_id, trial, protocol: Protocol, result, s
 
     tags, params = trial.data.tags, trial.data.params
     task = tags.get("trm.task", suite.task)
-    metric = _metric(suite, task)
+    metric = suite.metric_for(task)
     scores = result["scores"][protocol.name]
     test = [(step, m[metric]) for step, m in scores["test"] if metric in m]
     validation = [(step, m[metric]) for step, m in scores.get("validation", []) if metric in m]
@@ -429,7 +425,10 @@ def _run_jobs(work, parent, suite, tracker, experiment_id, base, device, address
                 tracker, experiment_id, parent.info.run_id, trial, protocol, result, suite, code
             )
             warning = _check_against_training(
-                trial, protocol, picked, _metric(suite, trial.data.tags.get("trm.task", suite.task))
+                trial,
+                protocol,
+                picked,
+                suite.metric_for(trial.data.tags.get("trm.task", suite.task)),
             )
             if warning:
                 print(warning, file=sys.stderr)

@@ -28,6 +28,7 @@ from orchestration import cluster
 from orchestration import stack as st
 from orchestration.command import entrypoint
 from orchestration.ray_session import SOCKET_PATH_MAX, SOCKET_SUFFIX_LEN
+from tests.orchestration.test_ablate import runs
 from tests.orchestration.test_loopback import LOOPBACK, listening_sockets
 from tests.orchestration.test_stack import cli, parse_exports
 
@@ -91,17 +92,6 @@ def pid_nodes(dashboard: str, token_file: Path) -> dict[int, str]:
         for a in actors["data"]["result"]["result"]
         if a.get("pid")
     }
-
-
-def runs(tracking_uri: str, suite: str = "smoke"):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(f"trm-lab/{suite}")
-    found = client.search_runs([experiment.experiment_id])
-    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
-    parents = [r for r in found if r.data.tags.get("trm.role") == "suite"]
-    return client, children, parents
 
 
 # --- quick checks of the parts ---------------------------------------------------------------
