@@ -11,8 +11,8 @@ timeout) every `every_s` seconds; one that has not answered for `after_s` second
 and `on_outage(probe, message, began)` (began: when it first did not answer, epoch
 seconds) is called once, from that thread, while the main thread may
 still be blocked inside a client's retry loop. The driver's handler (ablate.py) ends the runs
-KILLED with the reason, stops Ray and exits: a crash with a clear message, which the same
-command resumes from the checkpoints that were written before it.
+KILLED with the reason, ends the embedded Ray's processes and exits: a crash with a clear
+message, which the same command resumes from the checkpoints that were written before it.
 
 Detection takes at most `after_s + every_s + timeout` seconds. The embedded default (a local
 folder, a sqlite file) has nothing to probe, and no thread is started.
@@ -20,7 +20,9 @@ folder, a sqlite file) has nothing to probe, and no thread is started.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestration.preflight import Probe
-from orchestration.ray_session import end_processes, own_sessions, session_processes
+from orchestration.ray_session import own_sessions, session_processes
 from orchestration.tracking import INTERRUPTED_TAG
 
 
@@ -87,7 +89,13 @@ class ServiceWatch:
 
 
 EXIT_OUTAGE = 3  # the driver's exit status after an outage stopped the suite
-STOP_BOUND_S = 30.0  # at most this long for each step of the stop (closing runs, Ray)
+STOP_BOUND_S = 30.0  # at most this long for closing the runs when the outage stops the suite
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def _bounded(step: Callable[[], object], seconds: float = STOP_BOUND_S) -> bool:
@@ -109,16 +117,24 @@ def _bounded(step: Callable[[], object], seconds: float = STOP_BOUND_S) -> bool:
 class StopOnOutage:
     """What the driver does when the watch declares an outage: ends the execution's runs KILLED
     with the reason (unless MLflow is the service that is down: then the next run of the
-    command ends those it does not resume), stops Ray (the embedded one's processes by PID if
-    `ray.shutdown` does not return), prints one message and exits with EXIT_OUTAGE. Nothing
-    is deleted: the rerun resumes from the checkpoints that were written."""
+    command ends those it does not resume), prints one message, ends the embedded Ray's
+    processes by PID and exits with EXIT_OUTAGE. Nothing is deleted: the rerun resumes from
+    the checkpoints that were written.
+
+    Ray is never shut down from this (the watch's) thread: `ray.shutdown()` here races the
+    main thread's Tune loop, whose next Ray call then ends the process with status 1 before
+    the message is out (seen in CI). Instead the embedded session's processes are frozen
+    (SIGSTOP: no trial writes while the runs are closed; a stopped raylet looks slow, not dead,
+    to the driver), then killed by PID just before `os._exit`. On a cluster (`cluster.address`)
+    the driver's exit is enough: Ray ends the actors a dead driver owned."""
 
     def __init__(self, embedded_ray_dir: Path | None):
         self.embedded_ray_dir = embedded_ray_dir
         self.runs: tuple | None = None  # (tracker, experiment_id, parent run), once they exist
 
     def __call__(self, probe: Probe, message: str, began: float) -> None:
-        self._stop_trials()
+        ray_processes = self._embedded_ray_processes()
+        _signal_all(ray_processes, signal.SIGSTOP)
         closed = self._close_runs(probe, message, int(began * 1000))
         print(
             f"error: {message}.\nThe suite stopped: {closed} Every checkpoint written before "
@@ -128,14 +144,17 @@ class StopOnOutage:
             flush=True,
         )
         sys.stdout.flush()
+        _signal_all(ray_processes, signal.SIGKILL)
         os._exit(EXIT_OUTAGE)
 
-    def _stop_trials(self) -> None:
-        import ray
-
-        if not _bounded(ray.shutdown) and self.embedded_ray_dir is not None:
-            for session in own_sessions(self.embedded_ray_dir):
-                end_processes(session_processes(self.embedded_ray_dir, session))
+    def _embedded_ray_processes(self) -> list[int]:
+        if self.embedded_ray_dir is None:
+            return []
+        return [
+            pid
+            for session in own_sessions(self.embedded_ray_dir)
+            for pid in session_processes(self.embedded_ray_dir, session)
+        ]
 
     def _close_runs(self, probe: Probe, message: str, began_ms: int) -> str:
         if self.runs is None:
