@@ -20,22 +20,22 @@ import time
 from pathlib import Path
 
 
-def direct_trial(spec: dict) -> float:
+def direct_trial(spec) -> float:
     """The trial's training and evaluation, without Ray or MLflow; returns exact accuracy."""
     import torch
 
     from datasets.loader import TrainBatches, eval_batches
     from orchestration.tasks import open_trial_data, trial_trainer  # no Ray in the timed path
 
-    torch.set_num_threads(spec["threads"])
-    manifest, task, train, test = open_trial_data(spec)
+    torch.set_num_threads(spec.threads)
+    manifest, task, train, test = open_trial_data(spec.dataset)
     trainer = trial_trainer(spec)
-    budget = spec["budget"]
+    budget = spec.budget
     metrics = trainer.fit(
-        TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"]),
-        budget["steps"],
-        eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
-        eval_every=budget["eval_every"],
+        TrainBatches(train, trainer.train_config.global_batch_size, seed=spec.seed),
+        budget.steps,
+        eval_batches=lambda: eval_batches(test, budget.eval_batch_size),
+        eval_every=budget.eval_every,
         hooks=lambda: task.eval_hooks(manifest),
     )
     return metrics["exact_accuracy"]

@@ -18,19 +18,18 @@ import multiprocessing
 import resource
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _measure_arm(spec: dict[str, Any], steps: int, warmup: int, queue) -> None:
+def _measure_arm(spec, steps: int, warmup: int, queue) -> None:
     import torch
 
     from datasets.loader import TrainBatches
     from orchestration.tasks import open_trial_data, trial_trainer
 
-    torch.set_num_threads(spec["threads"])
-    _, _, train_split, _ = open_trial_data(spec)
+    torch.set_num_threads(spec.threads)
+    _, _, train_split, _ = open_trial_data(spec.dataset)
     trainer = trial_trainer(spec)
     loader = TrainBatches(train_split, trainer.train_config.global_batch_size, seed=0)
     batches = iter(loader)
@@ -85,24 +84,24 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     print(
         f"suite {suite.name} at scale {scale['name']}: batch "
-        f"{planned['specs'][0]['train']['global_batch_size']}, {scale['cpus_per_trial']} "
+        f"{planned['specs'][0].train.global_batch_size}, {scale['cpus_per_trial']} "
         f"thread(s) per trial, {scale['max_concurrent_trials'] or 'all'} at once"
     )
     print(f"{'arm':<16}{'params':>10}{'steps':>9}{'s/step':>9}{'trial s':>9}{'peak GiB':>10}")
     trial_seconds = []
-    for spec in [s for s in planned["specs"] if s["seed"] == 0]:
+    for spec in [s for s in planned["specs"] if s.seed == 0]:
         queue = context.Queue()
         worker = context.Process(target=_measure_arm, args=(spec, args.steps, args.warmup, queue))
         worker.start()
         result = queue.get()
         worker.join()
-        budget = spec["budget"]
-        evals = budget["steps"] // budget["eval_every"]
+        budget = spec.budget
+        evals = budget.steps // budget.eval_every
         # evaluation is forward-only over the test split: roughly a few training steps each
-        seconds = result["seconds_per_step"] * (budget["steps"] + 3 * evals)
+        seconds = result["seconds_per_step"] * (budget.steps + 3 * evals)
         trial_seconds.append(seconds)
         print(
-            f"{spec['arm']:<16}{result['params']:>10,}{budget['steps']:>9}"
+            f"{spec.arm:<16}{result['params']:>10,}{budget.steps:>9}"
             f"{result['seconds_per_step']:>9.3f}"
             f"{seconds:>9.0f}{result['peak_gib']:>10.2f}"
         )

@@ -73,6 +73,7 @@ from orchestration.tracking import (  # noqa: E402
     default_artifact_location,
     default_tracking_uri,
 )
+from orchestration.trial_spec import Budget, DatasetRef, Tracking, TrialSpec  # noqa: E402
 from trm_core.config import ModelConfig, TrainConfig  # noqa: E402
 from trm_core.flops import supervision_step_flops  # noqa: E402
 
@@ -387,24 +388,20 @@ def plan(
         for seed in range(seeds if not request.is_search else 1):
             train = arm_train.replace(seed=seed)
             specs.append(
-                {
-                    "suite": suite.name,
-                    "arm": arm,
-                    "label": label,
-                    "seed": seed,
-                    "task": task,
-                    "scale": scale["name"],
-                    "device": cfg["device"],
-                    "threads": scale["cpus_per_trial"],
-                    "model": dataclasses.asdict(model),
-                    "train": dataclasses.asdict(train),
-                    "budget": dict(budget),
-                    "dataset": {
-                        "id": dataset_id,
-                        "cache": storage["cache"],
-                        "store": storage["datasets"],
-                    },
-                    "tags": {
+                TrialSpec(
+                    suite=suite.name,
+                    arm=arm,
+                    label=label,
+                    seed=seed,
+                    task=task,
+                    scale=scale["name"],
+                    device=cfg["device"],
+                    threads=scale["cpus_per_trial"],
+                    model=model,
+                    train=train,
+                    budget=Budget(**budget),
+                    dataset=DatasetRef(dataset_id, storage["datasets"], storage["cache"]),
+                    tags={
                         "trm.suite": suite.name,
                         "trm.label": label,  # as run, whatever the file says later
                         "trm.task": task,
@@ -419,33 +416,19 @@ def plan(
                         **run_tags(code),
                         **axis_tags(dataclasses.asdict(model), dataclasses.asdict(train)),
                     },
-                    "inject_failure": (cfg.get("inject_failure") or {}).get(arm),
-                    # how often to checkpoint besides evaluations: not part of what runs
-                    "checkpoint_every_s": (
+                    inject_failure=(cfg.get("inject_failure") or {}).get(arm),
+                    checkpoint_every_s=(
                         None
                         if scale.get("checkpoint_every_min") is None
                         else 60.0 * scale["checkpoint_every_min"]
                     ),
-                    # evaluations whose full state is kept; older ones keep their weights
-                    "full_checkpoints": scale.get("full_checkpoints"),
-                }
+                    full_checkpoints=scale.get("full_checkpoints"),
+                )
             )
     # Longest trials first (by model FLOPs per step): with fewer slots than trials the suite
     # then ends close to total work / slots instead of waiting on one slow arm started last.
-    specs.sort(key=lambda s: -supervision_step_flops(ModelConfig(**s["model"]), training=True))
-    # The name identifies what runs, not where: the same command from another working
-    # directory (a retried RayJob on a fresh cluster) must find the same experiment; and not
-    # who (the user tag).
-    portable = [
-        {
-            **s,
-            "checkpoint_every_s": None,  # when to checkpoint changes no result
-            "full_checkpoints": None,  # nor what is kept of old ones
-            "dataset": {**s["dataset"], "cache": None},
-            "tags": {k: v for k, v in s["tags"].items() if k != "mlflow.user"},
-        }
-        for s in specs
-    ]
+    specs.sort(key=lambda s: -supervision_step_flops(s.model, training=True))
+    portable = [s.digest_form() for s in specs]  # what runs, not where nor who
     config_digest = [{**s, "tags": _without_code(s["tags"])} for s in portable]
     # seeds=auto: the rule is part of what decides which trials run (unchanged without it)
     rule = [] if request.seeds_auto is None else [{"seeds": "auto", **request.seeds_auto}]
@@ -485,7 +468,7 @@ def _search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _search_tune_config(suite: Suite, budget: dict[str, int]) -> dict[str, Any]:
+def _search_tune_config(suite: Suite, budget: Budget) -> dict[str, Any]:
     """Optuna (seeded) proposes; ASHA stops weak trials early. Time is counted in evaluations,
     the only moments a trial reports."""
     from ray.tune.schedulers import ASHAScheduler
@@ -501,7 +484,7 @@ def _search_tune_config(suite: Suite, budget: dict[str, int]) -> dict[str, Any]:
         config["scheduler"] = ASHAScheduler(
             metric=metric,
             mode="max",
-            max_t=max(1, budget["steps"] // budget["eval_every"]),
+            max_t=max(1, budget.steps // budget.eval_every),
             grace_period=asha.get("grace_period", 1),
             reduction_factor=asha.get("reduction_factor", 2),
         )
@@ -518,9 +501,14 @@ def _results_location(uri: str):
     return uri, None
 
 
+def _spec_of(trial_or_result) -> TrialSpec:
+    """The spec a Tune trial (or its result) was given, read back through its type."""
+    return TrialSpec.from_dict(trial_or_result.config["trial"])
+
+
 def _trial_name(trial) -> str:
-    spec = trial.config["trial"]
-    return f"{spec['arm']}-seed{spec['seed']}-{trial.trial_id}"
+    spec = _spec_of(trial)
+    return f"{spec.arm}-seed{spec.seed}-{trial.trial_id}"
 
 
 def _progress_callback(total: int):
@@ -530,21 +518,20 @@ def _progress_callback(total: int):
     from ray import tune
 
     def name(trial) -> str:
-        spec = trial.config["trial"]
+        spec = _spec_of(trial)
         values = trial.config.get("search")
         if values:
-            return f"{spec['arm']}/{trial.trial_id}{_describe_search(values)}"
-        return f"{spec['arm']}/seed{spec['seed']}"
+            return f"{spec.arm}/{trial.trial_id}{_describe_search(values)}"
+        return spec.run_name
 
     class ProgressLines(tune.Callback):
         def __init__(self):
             self.ended = 0
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            spec = trial.config["trial"]
             print(
                 f"{name(trial)}: step {int(result.get('step', 0))}"
-                f"/{spec['budget']['steps']}  exact "
+                f"/{_spec_of(trial).budget.steps}  exact "
                 f"{100 * result.get('eval/exact_accuracy', float('nan')):.1f} %  token "
                 f"{100 * result.get('eval/token_accuracy', float('nan')):.1f} %",
                 flush=True,
@@ -650,8 +637,8 @@ def _parent_run(
         params={
             "suite": suite.name,
             "scale": scale,
-            "arms": list(dict.fromkeys(s["arm"] for s in specs)),
-            "seeds": "auto" if request.seeds_auto else max(s["seed"] for s in specs) + 1,
+            "arms": list(dict.fromkeys(s.arm for s in specs)),
+            "seeds": "auto" if request.seeds_auto else max(s.seed for s in specs) + 1,
             **({"seeds_auto": request.seeds_auto} if request.seeds_auto else {}),
             "datasets": planned["dataset_ids"],
             "command": command["line"],
@@ -761,14 +748,8 @@ def _run_trials(
     specs = planned["specs"] if specs is None else specs
     name = name or execution
     request: Request = planned["request"]
-    for spec in specs:
-        spec["execution"] = execution
-        spec["tracking"] = {
-            "uri": tracker.uri,
-            "experiment_id": experiment_id,
-            "parent_run_id": parent,
-            "tags": spec.pop("tags"),
-        }
+    where = Tracking(tracker.uri, experiment_id, parent)
+    specs = [spec.attach(execution, where) for spec in specs]
     gpus = scale["gpus_per_trial"] or 0
     cpus = scale["cpus_per_trial"]
     from orchestration.trial import CHECKPOINT_FILE
@@ -781,7 +762,7 @@ def _run_trials(
         trainable = tune.with_resources(
             trial_function,
             lambda config: tune.PlacementGroupFactory(
-                [{"CPU": cpus, "GPU": shares[config["trial"]["arm"]]}]
+                [{"CPU": cpus, "GPU": shares[TrialSpec.from_dict(config["trial"]).arm]}]
             ),
         )
     else:
@@ -790,11 +771,14 @@ def _run_trials(
     experiment_path = f"{storage_path.rstrip('/')}/{name}"
     search_config = {}
     if request.is_search:
-        param_space = {"trial": specs[0], "search": _search_space(suite.search["space"])}
-        search_config = _search_tune_config(suite, specs[0]["budget"])
+        param_space = {
+            "trial": specs[0].to_dict(),
+            "search": _search_space(suite.search["space"]),
+        }
+        search_config = _search_tune_config(suite, specs[0].budget)
         total = suite.search["num_samples"]
     else:
-        param_space = {"trial": tune.grid_search(specs)}
+        param_space = {"trial": tune.grid_search([spec.to_dict() for spec in specs])}
         total = len(specs)
     if cfg.get("resume", True) and tune.Tuner.can_restore(experiment_path, filesystem):
         print(f"resuming {name} from {experiment_path}", file=sys.stderr)
@@ -834,11 +818,11 @@ def _run_trials(
     _close_trial_runs(tracker, experiment_id, parent, results)
     rows = []
     for result in results:
-        spec = result.config["trial"]
+        spec = _spec_of(result)
         rows.append(
             {
-                "arm": spec["arm"] + _describe_search(result.config.get("search") or {}),
-                "seed": spec["seed"],
+                "arm": spec.arm + _describe_search(result.config.get("search") or {}),
+                "seed": spec.seed,
                 "status": "FAILED" if result.error else "FINISHED",
                 "exact_accuracy": (result.metrics or {}).get("eval/exact_accuracy"),
                 "error": str(result.error) if result.error else None,
@@ -901,9 +885,11 @@ def _run_rounds(cfg, planned, execution, tracker, experiment_id, parent, run_tri
         ranges = {arm: [given[arm], given[arm] + n] for arm, n in adding.items()}
         ranges = _round_seeds(tracker, parent, index, ranges)
         wanted = {(arm, seed) for arm, (start, end) in ranges.items() for seed in range(start, end)}
-        specs = [s for s in planned["specs"] if (s["arm"], s["seed"]) in wanted]
-        for spec in specs:
-            spec["tags"]["trm.seeds_auto.round"] = str(index)
+        specs = [
+            s.with_tags(**{"trm.seeds_auto.round": str(index)})
+            for s in planned["specs"]
+            if (s.arm, s.seed) in wanted
+        ]
         name = f"{execution}-round{index}"
         rows += _run_trials(
             cfg, planned, execution, tracker, experiment_id, parent, run_trial, tune, specs, name
@@ -937,15 +923,14 @@ def _close_trial_runs(tracker: Tracker, experiment_id: str, parent: str, results
     """No trial run stays RUNNING: a trial whose process died (killed, out of memory) on its
     last allowed attempt never closed its run. Those of errored trials end FAILED with Tune's
     error; any other left RUNNING ends KILLED, tagged with why."""
-    from orchestration.trial import run_tags as trial_run_tags
-
     for result in results:
         if not result.error:
             continue
-        spec = dict(result.config["trial"])
+        spec = _spec_of(result)
         if result.config.get("search"):  # the run was found by the sample's trial id
-            spec["search_trial"] = str((result.metrics or {}).get("trial_id", ""))
-        run = tracker.find_run(experiment_id, trial_run_tags(spec))
+            trial_id = str((result.metrics or {}).get("trial_id", ""))
+            spec = dataclasses.replace(spec, search_trial=trial_id)
+        run = tracker.find_run(experiment_id, spec.run_tags())
         if run and tracker.status(run) == "RUNNING":
             tracker.finish(run, "FAILED", error=f"{type(result.error).__name__}: {result.error}")
     tracker.end_running_children(

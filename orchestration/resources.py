@@ -9,7 +9,10 @@ peak reserved memory with headroom. Small arms then share a GPU; large ones get 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestration.trial_spec import TrialSpec
 
 ALLOWED_GPU_FRACTIONS = (0.125, 0.25, 0.5)  # shares of one GPU must divide 1 (ray#5902)
 SHARES = (*ALLOWED_GPU_FRACTIONS, 1.0)
@@ -41,7 +44,7 @@ def share_for(peak_bytes: int, device_bytes: int, headroom: float = HEADROOM) ->
     )
 
 
-def probe_peak_memory(spec: dict[str, Any]) -> tuple[int, int]:
+def probe_peak_memory(spec: TrialSpec) -> tuple[int, int]:
     """(peak reserved bytes, device bytes) of two training steps and one evaluation batch of
     the trial `spec` on this process's GPU. Runs inside a Ray task with one GPU."""
     import torch
@@ -52,13 +55,13 @@ def probe_peak_memory(spec: dict[str, Any]) -> tuple[int, int]:
     if not torch.cuda.is_available():
         raise RuntimeError("gpus_per_trial=auto needs a CUDA device in the probe task")
     device = torch.device("cuda")
-    _, _, train, test = open_trial_data(spec)
+    _, _, train, test = open_trial_data(spec.dataset)
     trainer = trial_trainer(spec, device)
     torch.cuda.reset_peak_memory_stats(device)
     batches = iter(TrainBatches(train, trainer.train_config.global_batch_size, seed=0))
     for _ in range(2):
         trainer.train_step(next(batches))
-    trainer.evaluate([next(iter(eval_batches(test, spec["budget"]["eval_batch_size"])))], hooks=())
+    trainer.evaluate([next(iter(eval_batches(test, spec.budget.eval_batch_size)))], hooks=())
     torch.cuda.synchronize(device)
     return (
         int(torch.cuda.max_memory_reserved(device)),
@@ -66,11 +69,11 @@ def probe_peak_memory(spec: dict[str, Any]) -> tuple[int, int]:
     )
 
 
-def auto_gpu_shares(specs: list[dict[str, Any]], cpus: float) -> dict[str, float]:
+def auto_gpu_shares(specs: list[TrialSpec], cpus: float) -> dict[str, float]:
     """Arm → GPU share, from one probe per arm on the cluster's GPUs (seed 0's spec)."""
     import ray
 
     probe = ray.remote(num_gpus=1, num_cpus=cpus)(probe_peak_memory)
-    arms = {spec["arm"]: spec for spec in specs if spec["seed"] == 0}
+    arms = {spec.arm: spec for spec in specs if spec.seed == 0}
     results = ray.get([probe.remote(spec) for spec in arms.values()])
     return {arm: share_for(peak, device) for arm, (peak, device) in zip(arms, results, strict=True)}

@@ -4,12 +4,15 @@ verified dataset with the task record (datasets/tasks/) that scores it (TRM_SPEC
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets.format import read_manifest, read_split
 from datasets.store import DatasetStore
 from datasets.task import task as data_task
-from trm_core import ModelConfig, TrainConfig, Trainer
+from trm_core import Trainer
+
+if TYPE_CHECKING:
+    from orchestration.trial_spec import DatasetRef, TrialSpec
 
 
 def shape_without_data(task: str, arguments: Mapping[str, Any] | None = None) -> dict[str, int]:
@@ -31,20 +34,16 @@ def task_shape(manifest: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def trial_trainer(spec: dict[str, Any], device: Any = None) -> Trainer:
+def trial_trainer(spec: TrialSpec, device: Any = None) -> Trainer:
     """A fresh Trainer for the trial's resolved configs (on `device`, else the spec's)."""
-    return Trainer(
-        ModelConfig.from_dict(spec["model"]),
-        TrainConfig.from_dict(spec["train"]),
-        device=spec["device"] if device is None else device,
-    )
+    return Trainer(spec.model, spec.train, device=spec.device if device is None else device)
 
 
-def open_trial_data(spec: dict[str, Any]):
+def open_trial_data(dataset: DatasetRef):
     """(manifest, task record, train split memory-mapped, test split with the hooks' columns)
     of a trial's verified dataset; the data's own task decides its scoring."""
-    store = DatasetStore(spec["dataset"]["store"], cache_dir=spec["dataset"]["cache"])
-    local = store.fetch(spec["dataset"]["id"])
+    store = DatasetStore(dataset.store, cache_dir=dataset.cache)
+    local = store.fetch(dataset.id)
     manifest = read_manifest(local)  # verified by fetch: no second read from the store
     task = data_task(manifest["task"])
     # Token maps go beside the datasets cache, not in it (its sub-folders are dataset ids) nor

@@ -1,13 +1,14 @@
 """One Ray Tune trial = one (arm, seed): fetch and verify the dataset, train with the Trainer,
 log to the trial's MLflow child run, and report metrics plus a full-state checkpoint at every
 evaluation. A restarted trial (retry after an error, or the suite resumed after the driver died)
-loads its last checkpoint and continues its own MLflow run. The trial depends only on the plain
-dict it is given (no Hydra state); paths in it are absolute or URIs.
+loads its last checkpoint and continues its own MLflow run. The trial depends only on the spec it
+is given (orchestration/trial_spec.py: no Hydra state; paths in it are absolute or URIs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -33,50 +34,40 @@ from orchestration.preemption import PreemptionCheckpoints, training, write_to_t
 from orchestration.suite import describe_values
 from orchestration.tasks import open_trial_data, trial_trainer
 from orchestration.tracking import STOPPED_EARLY_TAG, Tracker, axis_tags
+from orchestration.trial_spec import TrialSpec, TrialSpecError
 from trm_core import Trainer, TrainerCallback
-from trm_core.config import ModelConfig, TrainConfig
 
 CHECKPOINT_FILE = "state.pt"
 POOLED_TAG = "trm.eval_votes"  # says that a task's votes (ARC) pool over the run's evaluations
 
 
-def run_tags(spec: dict[str, Any]) -> dict[str, str]:
-    """Identity of a trial's run: what a resumed trial looks its run up by."""
-    tags = {
-        "trm.execution": spec["execution"],
-        "trm.arm": spec["arm"],
-        "trm.seed": str(spec["seed"]),
-    }
-    if "search_trial" in spec:  # search samples share arm and seed; the trial id separates them
-        tags["trm.trial"] = spec["search_trial"]
-    return tags
-
-
-def apply_search(spec: dict[str, Any], values: dict[str, Any], trial_id: str) -> dict[str, Any]:
+def apply_search(spec: TrialSpec, values: dict[str, Any], trial_id: str) -> TrialSpec:
     """The spec with a search sample's values (`train__lr` → train.lr) written in, and its
     tags and label saying what this trial runs (not the baseline it was sampled around)."""
-    spec = {**spec, "model": dict(spec["model"]), "train": dict(spec["train"])}
+    changes: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     sampled = {}
     for key, value in values.items():
         group, _, name = key.partition("__")
-        spec[group][name] = sampled[f"{group}.{name}"] = (
+        changes[group][name] = sampled[f"{group}.{name}"] = (
             value.item() if hasattr(value, "item") else value
         )
-    ModelConfig(**spec["model"]), TrainConfig(**spec["train"])  # a sample must be valid
-    spec["search_trial"] = trial_id
-    spec["label"] = f"{spec['label']} [{describe_values(sampled)}]"
-    tracking = spec["tracking"]
-    spec["tracking"] = {
-        **tracking,
-        "tags": {
-            **tracking["tags"],
-            **axis_tags(spec["model"], spec["train"]),
-            "trm.label": spec["label"],
+    model = spec.model.replace(**changes["model"])  # a sample must be valid
+    train = spec.train.replace(**changes["train"])
+    label = f"{spec.label} [{describe_values(sampled)}]"
+    return dataclasses.replace(
+        spec,
+        model=model,
+        train=train,
+        label=label,
+        search_trial=trial_id,
+        tags={
+            **spec.tags,
+            **axis_tags(dataclasses.asdict(model), dataclasses.asdict(train)),
+            "trm.label": label,
             "trm.search_values": json.dumps(sampled, sort_keys=True),
             "trm.trial_id": trial_id,
         },
-    }
-    return spec
+    )
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -171,13 +162,15 @@ class ReportToTuneAndMlflow(TrainerCallback):
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable; `config["trial"]` is the resolved trial spec."""
-    spec = config["trial"]
+    """Tune function trainable; `config["trial"]` is the resolved trial spec's plain form."""
+    spec = TrialSpec.from_dict(config["trial"])
+    if spec.tracking is None or spec.execution is None:
+        raise TrialSpecError("a trial spec handed to Tune needs its execution and tracking")
     if config.get("search"):
         spec = apply_search(spec, config["search"], tune.get_context().get_trial_id())
-    torch.set_num_threads(spec["threads"])
-    tracker = Tracker(spec["tracking"]["uri"])
-    experiment_id = spec["tracking"]["experiment_id"]
+    torch.set_num_threads(spec.threads)
+    tracker = Tracker(spec.tracking.uri)
+    experiment_id = spec.tracking.experiment_id
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -185,40 +178,34 @@ def run_trial(config: dict[str, Any]) -> None:
             state = torch.load(
                 Path(directory) / CHECKPOINT_FILE, weights_only=False, map_location="cpu"
             )
-    run_id = state["run_id"] if state else tracker.find_run(experiment_id, run_tags(spec))
+    run_id = state["run_id"] if state else tracker.find_run(experiment_id, spec.run_tags())
     first_attempt = run_id is None
     if run_id:  # an earlier attempt's run: this attempt continues it, from its checkpoint or 0
         tracker.resume(run_id, from_step=state["trainer"]["step"] if state else 0)
     else:
         tags = {
-            **run_tags(spec),
-            **spec["tracking"]["tags"],
-            "mlflow.parentRunId": spec["tracking"]["parent_run_id"],
+            **spec.run_tags(),
+            **spec.tags,
+            "mlflow.parentRunId": spec.tracking.parent_run_id,
         }
+        plain = spec.to_dict()
         run_id = tracker.start_run(
             experiment_id,
-            f"{spec['arm']}/" + (spec.get("search_trial") or f"seed{spec['seed']}"),
+            spec.run_name,
             tags,
-            params={
-                "model": spec["model"],
-                "train": spec["train"],
-                "budget": spec["budget"],
-                "dataset": spec["dataset"],
-            },
+            params={name: plain[name] for name in ("model", "train", "budget", "dataset")},
         )
-        tracker.log_dataset(
-            run_id, spec["task"], spec["dataset"]["id"], spec["dataset"]["store"], "training"
-        )
-        tracker.log_text(run_id, yaml.safe_dump(spec, sort_keys=True), "resolved_config.yaml")
+        tracker.log_dataset(run_id, spec.task, spec.dataset.id, spec.dataset.store, "training")
+        tracker.log_text(run_id, yaml.safe_dump(plain, sort_keys=True), "resolved_config.yaml")
     progress = {"step": state["trainer"]["step"] if state else 0}
     try:
         # Fault injection, for the tests of retries: "first_attempt" or "always" raise;
         # "killed" ends the worker process (SIGKILL) at every attempt, before it can close its
         # run; "killed_after_log" ends it on its first attempt right after its first
         # evaluation was logged, before that evaluation's checkpoint exists.
-        injected = spec.get("inject_failure")
+        injected = spec.inject_failure
         if injected == "always" or (injected == "first_attempt" and first_attempt):
-            raise RuntimeError(f"injected failure in {spec['arm']}/seed{spec['seed']}")
+            raise RuntimeError(f"injected failure in {spec.run_name}")
         if injected == "killed":
             os.kill(os.getpid(), signal.SIGKILL)
         after_log = None
@@ -230,7 +217,7 @@ def run_trial(config: dict[str, Any]) -> None:
         if stop.code not in (0, None):
             tracker.finish(run_id, "FAILED", error=f"SystemExit({stop.code})")
             raise
-        if progress["step"] < spec["budget"]["steps"]:
+        if progress["step"] < spec.budget.steps:
             tracker.client.set_tag(run_id, STOPPED_EARLY_TAG, f"at step {progress['step']}")
             tracker.finish(run_id, "KILLED")
         else:
@@ -245,14 +232,14 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def _train(
-    spec: dict[str, Any],
+    spec: TrialSpec,
     tracker: Tracker,
     run_id: str,
     state: dict[str, Any] | None,
     progress: dict[str, int],
     after_log=None,
 ) -> None:
-    manifest, task, train, test = open_trial_data(spec)
+    manifest, task, train, test = open_trial_data(spec.dataset)
     trainer = trial_trainer(spec)
     _reset_peak_memory(trainer.device)
     tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
@@ -260,12 +247,12 @@ def _train(
     tracker.client.set_tag(run_id, "trm.worker", f"{socket.gethostname()}:{os.getpid()}")
     # where its evaluations' weights are kept, for orchestration.rescore
     tracker.client.set_tag(run_id, CHECKPOINT_DIR_TAG, trial_storage_uri())
-    loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec["seed"])
+    loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec.seed)
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         loader.load_state_dict(state["loader"])
-    budget = spec["budget"]
-    if state is not None and trainer.step >= budget["steps"] and state.get("report"):
+    budget = spec.budget
+    if state is not None and trainer.step >= budget.steps and state.get("report"):
         # restored from its final checkpoint (one Tune's saved state had not recorded): the
         # training is done; Tune (and a scheduler) still needs its last result
         tune.report(state["report"])
@@ -283,20 +270,20 @@ def _train(
         return pooled + fresh
 
     reporter = ReportToTuneAndMlflow(
-        tracker, run_id, loader, progress, after_log, pooled, spec.get("full_checkpoints")
+        tracker, run_id, loader, progress, after_log, pooled, spec.full_checkpoints
     )
     between = PreemptionCheckpoints(
         reporter.save_between_evaluations,
-        spec.get("checkpoint_every_s"),
-        budget["eval_every"],
-        budget["steps"],
+        spec.checkpoint_every_s,
+        budget.eval_every,
+        budget.steps,
     )
     with training():  # SIGTERM from here on: checkpoint, then stop (Tune retries)
         trainer.fit(
             loader,
-            budget["steps"],
-            eval_batches=lambda: eval_batches(test, budget["eval_batch_size"]),
-            eval_every=budget["eval_every"],
+            budget.steps,
+            eval_batches=lambda: eval_batches(test, budget.eval_batch_size),
+            eval_every=budget.eval_every,
             hooks=hooks,
             callbacks=[reporter, between],  # the evaluation's checkpoint first
         )

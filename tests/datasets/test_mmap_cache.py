@@ -216,11 +216,11 @@ def test_trial_data_is_mapped_from_a_sibling_of_the_datasets_cache(dataset, tmp_
     """`open_trial_data` keeps the maps in `<base>/.trm/cache/mmap`, beside (not inside) the
     datasets cache, whose sub-folders are dataset ids."""
     from orchestration.tasks import open_trial_data
+    from orchestration.trial_spec import DatasetRef
 
     cache = tmp_path / ".trm" / "cache" / "datasets"
     ident = dataset.name
-    spec = {"dataset": {"id": ident, "store": str(dataset.parent), "cache": str(cache)}}
-    manifest, _, train, _ = open_trial_data(spec)
+    manifest, _, train, _ = open_trial_data(DatasetRef(ident, str(dataset.parent), str(cache)))
     assert isinstance(train.inputs, np.memmap) and manifest == read_manifest(dataset)
     assert Path(train.inputs.filename) == tmp_path / ".trm" / "cache" / "mmap" / ident / (
         "train-inputs.npy"

@@ -109,15 +109,14 @@ def test_bad_plans_are_refused_before_anything_runs(tmp_path, overrides, message
 
 def test_plan_orders_trials_longest_first_and_takes_seeds_from_the_scale(tmp_path):
     from orchestration.ablate import plan
-    from trm_core import ModelConfig
     from trm_core.flops import supervision_step_flops
 
     planned = plan(compose("suite=paper", "scale=mini", "scale.seeds=2"), tmp_path)
     specs = planned["specs"]
     assert len(specs) == 9 * 2  # every Table 1 arm, the scale's seed count
-    flops = [supervision_step_flops(ModelConfig(**s["model"]), training=True) for s in specs]
+    flops = [supervision_step_flops(s.model, training=True) for s in specs]
     assert flops == sorted(flops, reverse=True)
-    assert {s["arm"] for s in specs[-2:]} == {"t2_n2"}  # the cheapest arm runs last
+    assert {s.arm for s in specs[-2:]} == {"t2_n2"}  # the cheapest arm runs last
     assert planned["scale"]["seeds"] == 2
     assert len(plan(compose("suite=paper", "scale=mini", "seeds=1"), tmp_path)["specs"]) == 9
 
@@ -135,14 +134,14 @@ def test_a_suite_over_several_tasks_builds_each_dataset_and_budget(tmp_path, mon
 
     monkeypatch.setenv("TRM_CONCEPTARC_DIR", str(CONCEPT_DIR))
     planned = plan(compose(*MAIN_SMOKE), tmp_path)
-    by_arm = {s["arm"]: s for s in planned["specs"]}
+    by_arm = {s.arm: s for s in planned["specs"]}
     assert set(planned["dataset_ids"]) == {"sudoku", "arc1"}
     sudoku, arc = by_arm["trm_att_sudoku"], by_arm["trm_att_arc1"]
-    assert sudoku["dataset"]["id"] == planned["dataset_ids"]["sudoku"] != arc["dataset"]["id"]
-    assert (sudoku["task"], arc["task"]) == ("sudoku", "arc1")
-    assert sudoku["model"]["seq_len"] == 81 and arc["model"]["seq_len"] == 900
-    assert arc["model"]["num_puzzle_ids"] > 1 and arc["train"]["weight_decay"] == 0.1
-    assert arc["tags"]["trm.task"] == "arc1"
+    assert sudoku.dataset.id == planned["dataset_ids"]["sudoku"] != arc.dataset.id
+    assert (sudoku.task, arc.task) == ("sudoku", "arc1")
+    assert sudoku.model.seq_len == 81 and arc.model.seq_len == 900
+    assert arc.model.num_puzzle_ids > 1 and arc.train.weight_decay == 0.1
+    assert arc.tags["trm.task"] == "arc1"
     with pytest.raises(SuiteError, match="scale 'smoke' has no data settings for task 'maze'"):
         plan(compose("suite=main", "scale=smoke", "arms=[trm_att_maze]"), tmp_path)
 

@@ -55,7 +55,7 @@ def test_paper_scale_checkpoints_on_time_and_the_plan_says_how_often(tmp_path):
 
     assert compose("scale=paper")["scale"]["checkpoint_every_min"] == 30
     specs = plan(compose("suite=smoke", "scale=smoke", "scale.checkpoint_every_min=0.5"), tmp_path)
-    assert {s["checkpoint_every_s"] for s in specs["specs"]} == {30.0}
+    assert {s.checkpoint_every_s for s in specs["specs"]} == {30.0}
 
 
 @pytest.mark.slow

@@ -81,8 +81,8 @@ def test_the_execution_is_keyed_by_code_and_config(tmp_path):
     assert edited["config_digest"] == clean["config_digest"]  # same config, other code
     assert wider["config_digest"] != clean["config_digest"]
     (spec,) = edited["specs"]
-    assert spec["tags"]["trm.code"] == f"{'a' * 40}+diff.{edited['code'].diff_digest}"
-    assert spec["tags"]["mlflow.source.git.commit"] == "a" * 40 and spec["tags"]["mlflow.user"]
+    assert spec.tags["trm.code"] == f"{'a' * 40}+diff.{edited['code'].diff_digest}"
+    assert spec.tags["mlflow.source.git.commit"] == "a" * 40 and spec.tags["mlflow.user"]
 
 
 def test_the_parent_run_records_command_overrides_code_and_says_when_code_changed(tmp_path, capsys):
