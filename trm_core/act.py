@@ -76,7 +76,11 @@ def supervision_step(
     *,
     training: bool,
     generator: torch.Generator | None = None,
+    draw_rows: tuple[int, int] | None = None,
 ) -> tuple[Carry, StepResult]:
+    """`draw_rows=(global size, first row)`: this carry is a block of a larger batch's slots
+    (one rank of data-parallel training); the exploration draws are made for the whole batch
+    and this block's are used, so the ranks together halt as one process would."""
     cfg = model.config
     reset = carry.halted
     states = model.reset_states(carry.states, reset)
@@ -96,18 +100,20 @@ def supervision_step(
         with torch.no_grad():
             halted = halted | would_halt(model, output)
             size = steps.shape[0]
+            full, first = draw_rows or (size, 0)
+            block = slice(first, first + size)
             explore = (
-                torch.rand(size, device=steps.device, generator=generator)
+                torch.rand(full, device=steps.device, generator=generator)[block]
                 < cfg.halt_exploration_prob
             )
             min_steps = torch.randint(
                 2,
                 cfg.halt_max_steps + 1,
-                (size,),
+                (full,),
                 device=steps.device,
                 generator=generator,
                 dtype=steps.dtype,
-            )
+            )[block]
             halted = halted & (steps >= explore * min_steps)
             if cfg.act_continue:
                 # HRM's Q-learning target: a second, no-grad forward from the new carry (§1.7).

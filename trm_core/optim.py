@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from trm_core.distributed import gather_rows
 from trm_core.puzzle_embedding import PuzzleEmbedding
 
 
@@ -62,10 +63,15 @@ class AdamATan2(torch.optim.Optimizer):
 
 
 class SignSGD:
-    """Sparse SignSGD with decoupled weight decay for a `PuzzleEmbedding` table."""
+    """Sparse SignSGD with decoupled weight decay for a `PuzzleEmbedding` table. With `gather`
+    (data-parallel training) the ids and row gradients of every rank are gathered first, so
+    each rank applies the update of the global batch to its copy of the table."""
 
-    def __init__(self, table: PuzzleEmbedding, lr: float, weight_decay: float):
+    def __init__(
+        self, table: PuzzleEmbedding, lr: float, weight_decay: float, gather: bool = False
+    ):
         self.table = table
+        self.gather = gather
         self.lr = lr
         self.weight_decay = weight_decay
 
@@ -77,11 +83,14 @@ class SignSGD:
         ids, rows = pending
         if rows.grad is None:
             return
+        row_grads = rows.grad
+        if self.gather:
+            ids, row_grads = gather_rows(ids), gather_rows(row_grads)
         unique_ids, inverse = torch.unique(ids, return_inverse=True)
         grad = torch.zeros(
-            unique_ids.shape[0], rows.shape[-1], device=rows.device, dtype=rows.grad.dtype
+            unique_ids.shape[0], rows.shape[-1], device=rows.device, dtype=row_grads.dtype
         )
-        grad.index_add_(0, inverse, rows.grad)
+        grad.index_add_(0, inverse, row_grads)
         weight = self.table.weight
         updated = weight[unique_ids] * (1 - self.lr * self.weight_decay) - self.lr * grad.sign()
         weight[unique_ids] = updated.to(weight.dtype)

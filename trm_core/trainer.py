@@ -11,6 +11,10 @@ Other keys are passed through to evaluation hooks. Training batches must hold ex
 
 `state_dict()` holds everything needed for exact resume: model, EMA, both optimisers, the carry,
 the RNG states and the step. The data position belongs to the loader: checkpoint it beside.
+
+With `shard=Shard(rank, world_size)` the Trainer is one rank of data-parallel training over the
+default torch.distributed group: it is still given the global batch and trains on its rows,
+with the one-process run's maths (trm_core/distributed.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from trm_core.act import MODEL_INPUT_KEYS, Carry, initial_carry, supervision_step, would_halt
 from trm_core.config import ModelConfig, TrainConfig
 from trm_core.cpu import auto_cpu_dtype, retain_freed_memory
+from trm_core.distributed import Shard, all_reduce_sum_, gather_rows
 from trm_core.ema import EMA
 from trm_core.evaluation import EvalAccumulator, EvalHook
 from trm_core.losses import IGNORE_LABEL, act_loss, sequence_correctness, token_cross_entropy
@@ -88,10 +93,14 @@ class Trainer:
         model_config: ModelConfig,
         train_config: TrainConfig,
         device: str | torch.device | None = None,
+        shard: Shard | None = None,
     ):
         self.model_config = model_config
         self.train_config = train_config
         self.device = resolve_device(device)
+        self.shard = shard
+        # this rank's slots of the global batch (None: all of them, one process)
+        self.rows = shard.rows(train_config.global_batch_size) if shard else None
         on_cuda = self.device.type == "cuda"
         self.dtype, self.dtype_reason = resolve_dtype(
             train_config.dtype, self.device, model_config.hidden
@@ -116,7 +125,12 @@ class Trainer:
             weight_decay=tc.weight_decay,
         )
         self.sparse_optimizer = (
-            SignSGD(self.model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay)
+            SignSGD(
+                self.model.puzzle_emb,
+                tc.puzzle_emb_lr,
+                tc.puzzle_emb_weight_decay,
+                gather=shard is not None,
+            )
             if self.model.puzzle_emb is not None
             else None
         )
@@ -198,6 +212,8 @@ class Trainer:
         started = time.perf_counter()
         _, data = self._prepare(batch, training=True)
         tc = self.train_config
+        if self.rows is not None:
+            data = {k: v[self.rows] for k, v in data.items()}
         if self.carry is None:
             self.carry = initial_carry(self.model, data, self.dtype)
         self.model.train()
@@ -205,7 +221,12 @@ class Trainer:
         lr = self._set_learning_rates()
 
         self.carry, result = supervision_step(
-            self.model, self.carry, data, training=True, generator=self.generator
+            self.model,
+            self.carry,
+            data,
+            training=True,
+            generator=self.generator,
+            draw_rows=None if self.rows is None else (tc.global_batch_size, self.rows.start),
         )
         out = result.output
         labels = self.carry.data["labels"]
@@ -218,8 +239,10 @@ class Trainer:
             tc.loss,
             tc.q_loss_weight,
         )
-        batch_size = labels.shape[0]
+        batch_size = tc.global_batch_size
         (total / tc.global_batch_size).backward()
+        if self.shard is not None:  # the global mean's gradient: sum over ranks
+            all_reduce_sum_([p.grad for p in self.model.parameters() if p.grad is not None])
         self.optimizer.step()
         if self.sparse_optimizer is not None:
             self.sparse_optimizer.step()
@@ -244,7 +267,10 @@ class Trainer:
                     parts["q_halt_loss"].double(),
                     parts["q_continue_loss"].double(),
                 ]
-            ).tolist()  # one host sync per step
+            )
+            if self.shard is not None:  # every rank reports the global batch's figures
+                all_reduce_sum_([sums])
+            sums = sums.tolist()  # one host sync per step
         halted, exact, token, q_acc, steps, loss, lm, qh, qc = sums
         elapsed = time.perf_counter() - started
         per_halted = max(halted, 1.0)
@@ -395,9 +421,18 @@ class Trainer:
             if self.sparse_optimizer
             else None,
             "ema": self.ema.state_dict() if self.ema else None,
-            "carry": self.carry.state_dict() if self.carry is not None else None,
+            "carry": self._global_carry_state(),
             "rng": rng,
         }
+
+    def _global_carry_state(self) -> dict[str, Any] | None:
+        """The carry of all slots; with a shard gathered from every rank (a collective)."""
+        if self.carry is None:
+            return None
+        state = self.carry.state_dict()
+        if self.shard is None:
+            return state
+        return _map_rows(state, _gather_any)
 
     def load_weights(self, state: Mapping[str, Any]) -> None:
         """Load the model and EMA weights of a full or slimmed state (see `weights_only`);
@@ -436,11 +471,10 @@ class Trainer:
             self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.carry = (
-            Carry.from_state_dict(state["carry"], self.device)
-            if state["carry"] is not None
-            else None
-        )
+        carry = state["carry"]
+        if carry is not None and self.rows is not None:  # this rank's slots of the global carry
+            carry = _map_rows(carry, lambda t: t[self.rows])
+        self.carry = Carry.from_state_dict(carry, self.device) if carry is not None else None
         if state["rng"].get("device_type", "cpu") == self.device.type:
             self.generator.set_state(state["rng"]["generator"])
         else:  # generator states do not transfer across device types: reseed deterministically
@@ -449,3 +483,19 @@ class Trainer:
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = int(state["step"])
+
+
+def _map_rows(carry: Mapping[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]):
+    """A carry state with `fn` applied to every per-slot tensor."""
+    return {
+        "states": [fn(t) for t in carry["states"]],
+        "steps": fn(carry["steps"]),
+        "halted": fn(carry["halted"]),
+        "data": {k: fn(v) for k, v in carry["data"].items()},
+    }
+
+
+def _gather_any(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dtype == torch.bool:  # gloo gathers no bool tensors
+        return gather_rows(tensor.to(torch.uint8)).to(torch.bool)
+    return gather_rows(tensor)
