@@ -385,6 +385,12 @@ def plan(
         label = resolved.run_label
         if fraction != 1.0:  # the row says the budget it ran, not only the suite's
             label += f" [budget: {fraction:g}× = {budget['steps']:,} steps]"
+        workers = scale.get("workers_per_trial", 1)
+        if arm_train.global_batch_size % workers:
+            raise SuiteError(
+                f"arm {arm!r}: train.global_batch_size={arm_train.global_batch_size} does not "
+                f"split over scale.workers_per_trial={workers}; use a multiple of the workers"
+            )
         for seed in range(seeds if not request.is_search else 1):
             train = arm_train.replace(seed=seed)
             specs.append(
@@ -416,6 +422,8 @@ def plan(
                         **run_tags(code),
                         **axis_tags(dataclasses.asdict(model), dataclasses.asdict(train)),
                     },
+                    workers=workers,
+                    gpus_per_worker=_gpus_per_worker(scale) if workers > 1 else 0.0,
                     inject_failure=(cfg.get("inject_failure") or {}).get(arm),
                     checkpoint_every_s=(
                         None
@@ -444,6 +452,13 @@ def plan(
         "execution": f"{suite.name}-{scale['name']}-{_digest([portable, code.label, *rule])}",
         "dataset_ids": {task: ident for task, (ident, _) in datasets.items()},
     }
+
+
+def _gpus_per_worker(scale: dict[str, Any]) -> float:
+    """A worker's GPUs: the scale's gpus_per_trial, which is per worker in a worker group
+    (`auto` is sized per arm when the trials start: 0 until then)."""
+    gpus = scale["gpus_per_trial"] or 0
+    return 0.0 if gpus == "auto" else float(gpus)
 
 
 def _digest(value: Any) -> str:
@@ -755,10 +770,18 @@ def _run_trials(
     from orchestration.trial import CHECKPOINT_FILE
 
     trial_function = resumable(run_trial, CHECKPOINT_FILE)
+    shares = None
     if gpus == "auto":  # one probe per arm measures its peak memory on a cluster GPU
         shares = auto_gpu_shares(specs, cpus)
         print(f"GPU share per trial, from measured peak memory: {shares}", file=sys.stderr)
         tracker.client.set_tag(parent, "trm.gpu_shares", json.dumps(shares, sort_keys=True))
+    if specs[0].workers > 1:  # a worker group per trial: Ray Train reserves each worker
+        from orchestration.workers import trial_resources
+
+        if shares is not None:
+            specs = [dataclasses.replace(s, gpus_per_worker=shares[s.arm]) for s in specs]
+        trainable = tune.with_resources(trial_function, trial_resources())
+    elif shares is not None:
         trainable = tune.with_resources(
             trial_function,
             lambda config: tune.PlacementGroupFactory(

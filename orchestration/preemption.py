@@ -84,8 +84,13 @@ def write_to_trial_storage(state: dict[str, Any], filename: str) -> str:
     from ray.train._internal.session import get_session
 
     storage = get_session().storage
-    filesystem = storage.storage_filesystem
     folder = f"{storage.trial_fs_path}/checkpoint_{storage.current_checkpoint_index + 1:06d}"
+    return publish_checkpoint(storage.storage_filesystem, folder, state, filename)
+
+
+def publish_checkpoint(filesystem, folder: str, state: dict[str, Any], filename: str) -> str:
+    """`state` saved as `folder`/`filename` (pyarrow `filesystem`: local or S3), published
+    whole: written beside, then moved into place. Returns `folder`."""
     filesystem.create_dir(folder)
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -107,8 +112,12 @@ class PreemptionCheckpoints(TrainerCallback):
         every_s: float | None,
         eval_every: int,
         total_steps: int,
+        agree: Callable[[list[bool]], list[bool]] | None = None,
     ):
+        """`agree`: in a worker group, makes every rank take the same decisions (whether any
+        rank was stopped, whether any rank's timer is due): saving is a collective there."""
         self.save, self.every_s = save, every_s
+        self.agree = agree or (lambda flags: flags)
         self.eval_every, self.total_steps = eval_every, total_steps
         self.last = time.monotonic()
 
@@ -121,13 +130,16 @@ class PreemptionCheckpoints(TrainerCallback):
     def on_train_step(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if trainer.step % self.eval_every == 0 or trainer.step >= self.total_steps:
             return  # this step is evaluated and checkpointed next
-        if PREEMPTED.is_set():
+        due = self.every_s is not None and time.monotonic() - self.last >= self.every_s
+        preempted, due = self.agree([PREEMPTED.is_set(), due])
+        if preempted:
             self._stop(trainer, self.save(trainer))
-        if self.every_s is not None and time.monotonic() - self.last >= self.every_s:
+        if due:
             self.save(trainer)
             self.last = time.monotonic()
 
     def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.last = time.monotonic()
-        if PREEMPTED.is_set() and trainer.step < self.total_steps:  # at the end: just finish
+        (preempted,) = self.agree([PREEMPTED.is_set()])
+        if preempted and trainer.step < self.total_steps:  # at the end: just finish
             self._stop(trainer, "the evaluation's checkpoint")

@@ -76,6 +76,7 @@ def check_values(cfg: dict[str, Any]) -> None:
         _whole(name.format("evaluations"), scale.get("evaluations"), 1)
     _whole(name.format("eval_batch_size"), scale.get("eval_batch_size"), 1)
     _whole(name.format("cpus_per_trial"), scale.get("cpus_per_trial"), 1)
+    _whole(name.format("workers_per_trial"), scale.get("workers_per_trial", 1), 1)
     _whole(name.format("max_failures"), scale.get("max_failures"), 0)
     every = scale.get("checkpoint_every_min")
     if every is not None:

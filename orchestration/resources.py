@@ -9,6 +9,7 @@ peak reserved memory with headroom. Small arms then share a GPU; large ones get 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ def probe_peak_memory(spec: TrialSpec) -> tuple[int, int]:
         raise RuntimeError("gpus_per_trial=auto needs a CUDA device in the probe task")
     device = torch.device("cuda")
     _, _, train, test = open_trial_data(spec.dataset)
+    if spec.workers > 1:  # a worker holds its rows of the batch: a one-process run of those
+        rows = spec.train.global_batch_size // spec.workers
+        spec = dataclasses.replace(
+            spec, workers=1, train=spec.train.replace(global_batch_size=rows)
+        )
     trainer = trial_trainer(spec, device)
     torch.cuda.reset_peak_memory_stats(device)
     batches = iter(TrainBatches(train, trainer.train_config.global_batch_size, seed=0))
@@ -70,7 +76,8 @@ def probe_peak_memory(spec: TrialSpec) -> tuple[int, int]:
 
 
 def auto_gpu_shares(specs: list[TrialSpec], cpus: float) -> dict[str, float]:
-    """Arm → GPU share, from one probe per arm on the cluster's GPUs (seed 0's spec)."""
+    """Arm → GPU share (per worker of a worker group), from one probe per arm on the
+    cluster's GPUs (seed 0's spec)."""
     import ray
 
     probe = ray.remote(num_gpus=1, num_cpus=cpus)(probe_peak_memory)

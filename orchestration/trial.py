@@ -93,25 +93,56 @@ def _peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not per trial
 
 
-class ReportToTuneAndMlflow(TrainerCallback):
+def kill_this_process() -> None:
+    """Fault injection ("killed_after_log"): the process ends as a lost node's would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TunePublisher:
+    """Where a trial trained in its own Tune actor puts its evaluations and checkpoints: each
+    evaluation's state goes to Tune with the report (Tune numbers and uploads the folder);
+    a checkpoint between evaluations goes straight into the trial's folder (preemption.py)."""
+
+    rank = 0
+
+    def __init__(self, full_checkpoints: int | None):
+        self.full_checkpoints = full_checkpoints
+        self.trial_uri = trial_storage_uri()
+
+    def evaluation(self, report: dict[str, float], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(state, Path(directory) / CHECKPOINT_FILE)
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+        if self.full_checkpoints:
+            bound_trial_storage(self.full_checkpoints, CHECKPOINT_FILE)
+
+    def between(self, state: dict[str, Any]) -> str:
+        return write_to_trial_storage(state, CHECKPOINT_FILE)
+
+
+class EvaluationReports(TrainerCallback):
+    """At every evaluation: the metrics to MLflow (rank 0 only) and, with the trial's full
+    state, to the publisher (TunePublisher, or workers.WorkerGroupPublisher on every rank of a
+    worker group: building the state is a collective there)."""
+
     def __init__(
         self,
         tracker: Tracker,
         run_id: str,
         loader: TrainBatches,
         progress: dict[str, int],
+        publisher,
         after_log=None,  # fault injection (tests): called after an evaluation is logged
         pooled: list | None = None,  # evaluation hooks whose state the checkpoint carries
-        full_checkpoints: int | None = None,  # older evaluations are slimmed to their weights
     ):
         self.pooled = pooled or []
-        self.full_checkpoints = full_checkpoints
+        self.publisher = publisher
         self.after_log = after_log
         self.tracker, self.run_id, self.loader = tracker, run_id, loader
         self.progress = progress  # the last step reported, read when Tune stops the trial
         # steps an earlier attempt of this trial logged already (deterministic resume: the
         # values would be the same): logging them again would duplicate them in the history
-        self.logged_through = tracker.last_step(run_id)
+        self.logged_through = tracker.last_step(run_id) if publisher.rank == 0 else 0
         self.started = time.perf_counter()
         self.window_examples, self.window_seconds = 0, 0.0
         self.last_train: dict[str, float] = {}
@@ -136,15 +167,11 @@ class ReportToTuneAndMlflow(TrainerCallback):
         report["step"] = float(trainer.step)
         self.window_examples, self.window_seconds = 0, 0.0
         self.progress["step"] = trainer.step
-        if trainer.step > self.logged_through:
+        if self.publisher.rank == 0 and trainer.step > self.logged_through:
             self.tracker.log_metrics(self.run_id, report, step=trainer.step)
         if self.after_log:
             self.after_log()
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(self.state(trainer, report), Path(directory) / CHECKPOINT_FILE)
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
-        if self.full_checkpoints:
-            bound_trial_storage(self.full_checkpoints, CHECKPOINT_FILE)
+        self.publisher.evaluation(report, self.state(trainer, report))
 
     def state(self, trainer: Trainer, report: dict[str, float] | None = None) -> dict[str, Any]:
         """What a checkpoint holds: everything an exact resume needs, and the run it logs to."""
@@ -158,7 +185,7 @@ class ReportToTuneAndMlflow(TrainerCallback):
 
     def save_between_evaluations(self, trainer: Trainer) -> str:
         """A checkpoint Tune does not record (orchestration/preemption.py); its folder."""
-        return write_to_trial_storage(self.state(trainer), CHECKPOINT_FILE)
+        return self.publisher.between(self.state(trainer))
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -208,10 +235,19 @@ def run_trial(config: dict[str, Any]) -> None:
             raise RuntimeError(f"injected failure in {spec.run_name}")
         if injected == "killed":
             os.kill(os.getpid(), signal.SIGKILL)
-        after_log = None
-        if injected == "killed_after_log" and first_attempt:
-            after_log = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
-        _train(spec, tracker, run_id, state, progress, after_log)
+        if state is not None and state["trainer"]["step"] >= spec.budget.steps and state["report"]:
+            # restored from its final checkpoint (one Tune's saved state had not recorded): the
+            # training is done; Tune (and a scheduler) still needs its last result
+            tune.report(state["report"])
+        elif spec.workers > 1:
+            from orchestration.workers import train_on_workers
+
+            train_on_workers(spec, run_id, first_attempt)
+        else:
+            after_log = None
+            if injected == "killed_after_log" and first_attempt:
+                after_log = kill_this_process
+            _train(spec, tracker, run_id, state, progress, after_log)
     except SystemExit as stop:
         # Tune ends a trial its scheduler stops (ASHA) with SystemExit(0) inside tune.report.
         if stop.code not in (0, None):
@@ -239,28 +275,45 @@ def _train(
     progress: dict[str, int],
     after_log=None,
 ) -> None:
-    manifest, task, train, test = open_trial_data(spec.dataset)
+    """The trial trained in this Tune actor (one worker)."""
     trainer = trial_trainer(spec)
+    publisher = TunePublisher(spec.full_checkpoints)
+    train_trial(spec, trainer, tracker, run_id, state, progress, publisher, after_log)
+
+
+def train_trial(
+    spec: TrialSpec,
+    trainer: Trainer,
+    tracker: Tracker,
+    run_id: str,
+    state: dict[str, Any] | None,
+    progress: dict[str, int],
+    publisher,
+    after_log=None,
+    agree=None,
+) -> None:
+    """Train `trainer` (fresh, or resumed from `state`) to the spec's budget, evaluating,
+    logging and checkpointing through `publisher`: in the trial's own Tune actor, or on every
+    rank of its worker group (orchestration/workers.py; `agree` keeps the ranks' checkpoint
+    decisions in step)."""
+    manifest, task, train, test = open_trial_data(spec.dataset)
     _reset_peak_memory(trainer.device)
-    tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
-    # where this attempt runs: the node, and the worker a preemption or a kill would end
-    tracker.client.set_tag(run_id, "trm.worker", f"{socket.gethostname()}:{os.getpid()}")
-    # where its evaluations' weights are kept, for orchestration.rescore
-    tracker.client.set_tag(run_id, CHECKPOINT_DIR_TAG, trial_storage_uri())
+    if publisher.rank == 0:
+        tracker.client.set_tag(run_id, "trm.device", str(trainer.device))
+        tracker.client.set_tag(run_id, "trm.workers", str(spec.workers))
+        # where this attempt runs: the node, and the worker a preemption or a kill would end
+        tracker.client.set_tag(run_id, "trm.worker", f"{socket.gethostname()}:{os.getpid()}")
+        # where its evaluations' weights are kept, for orchestration.rescore
+        tracker.client.set_tag(run_id, CHECKPOINT_DIR_TAG, publisher.trial_uri)
     loader = TrainBatches(train, trainer.train_config.global_batch_size, seed=spec.seed)
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         loader.load_state_dict(state["loader"])
     budget = spec.budget
-    if state is not None and trainer.step >= budget.steps and state.get("report"):
-        # restored from its final checkpoint (one Tune's saved state had not recorded): the
-        # training is done; Tune (and a scheduler) still needs its last result
-        tune.report(state["report"])
-        return
     # Hooks that pool over evaluations (ARC's vote, as the official evaluator) live for the
     # whole trial and resume from the checkpoint; the others are fresh at every evaluation.
     pooled = [h for h in task.eval_hooks(manifest) if getattr(h, "pools_evaluations", False)]
-    if pooled:
+    if pooled and publisher.rank == 0:
         tracker.client.set_tag(run_id, POOLED_TAG, "pooled over the run's evaluations")
     for hook, saved in zip(pooled, (state or {}).get("pooled_hooks") or [], strict=False):
         hook.load_state_dict(saved)
@@ -269,14 +322,13 @@ def _train(
         fresh = [h for h in task.eval_hooks(manifest) if not getattr(h, "pools_evaluations", False)]
         return pooled + fresh
 
-    reporter = ReportToTuneAndMlflow(
-        tracker, run_id, loader, progress, after_log, pooled, spec.full_checkpoints
-    )
+    reporter = EvaluationReports(tracker, run_id, loader, progress, publisher, after_log, pooled)
     between = PreemptionCheckpoints(
         reporter.save_between_evaluations,
         spec.checkpoint_every_s,
         budget.eval_every,
         budget.steps,
+        agree,
     )
     with training():  # SIGTERM from here on: checkpoint, then stop (Tune retries)
         trainer.fit(

@@ -70,7 +70,11 @@ class TrialSpec:
     budget: Budget
     dataset: DatasetRef
     tags: Mapping[str, str]  # the trial run's MLflow tags (identity, code, axes)
+    # Data-parallel workers (a Ray Train worker group, orchestration/workers.py); the global
+    # batch is split across them. 1: the trial trains in its own Tune actor.
+    workers: int = 1
     # What does not change a result (left out of the execution's name by ablate.plan):
+    gpus_per_worker: float = 0.0  # with workers > 1 (a single worker's GPUs are Tune's)
     inject_failure: str | None = None  # fault injection for the tests of retries
     checkpoint_every_s: float | None = None  # checkpoints between evaluations (preemption)
     full_checkpoints: int | None = None  # evaluations whose full state is kept
@@ -144,6 +148,7 @@ class TrialSpec:
         names executions by it): the same command from another working directory (a retried
         RayJob on a fresh cluster) must find the same execution."""
         out = self.to_dict()
+        out["gpus_per_worker"] = 0.0  # the device (in `device`) may; its share does not
         out["checkpoint_every_s"] = None  # when to checkpoint changes no result
         out["full_checkpoints"] = None  # nor what is kept of old ones
         out["dataset"] = {**out["dataset"], "cache": None}
@@ -196,8 +201,16 @@ def _check_type(where: str, value: Any, declared: Any) -> None:
 def _check_scalars(spec: TrialSpec) -> None:
     for f in dataclasses.fields(spec):
         _check_type(f.name, getattr(spec, f.name), f.type)
-    if spec.seed < 0 or spec.threads < 1:
-        raise TrialSpecError(f"trial spec needs seed >= 0 and threads >= 1, not {spec}")
+    if spec.seed < 0 or spec.threads < 1 or spec.workers < 1 or spec.gpus_per_worker < 0:
+        raise TrialSpecError(
+            f"trial spec needs seed >= 0, threads >= 1, workers >= 1 and gpus_per_worker >= 0, "
+            f"not {spec}"
+        )
+    if spec.train.global_batch_size % spec.workers:
+        raise TrialSpecError(
+            f"train.global_batch_size={spec.train.global_batch_size} does not split over "
+            f"workers={spec.workers}"
+        )
     if spec.train.seed != spec.seed:
         raise TrialSpecError(
             f"trial spec seed {spec.seed} differs from its train.seed {spec.train.seed}"

@@ -74,9 +74,9 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` is set on any rank (every rank must ask): decisions that must agree,
-    such as checkpointing on a timer or on one worker's SIGTERM."""
-    value = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+def any_rank(flags: Sequence[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether it is set on any rank (every rank must ask, with as many flags):
+    decisions that must agree, such as checkpointing on a timer or on one worker's SIGTERM."""
+    values = torch.tensor([int(f) for f in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
