@@ -5,6 +5,7 @@
                                      [--bucket trm] [--ray-workers N [--ray-worker-cpus 1]]
     eval "$(python -m orchestration.stack env)"     # point boto3, pyarrow, MLflow, datasets at it
     python -m orchestration.stack status
+    python -m orchestration.stack restart-ray        # the Ray nodes only, S3 and MLflow kept
     python -m orchestration.stack down [--purge]
 
 `up` starts both servers as detached processes (they outlive the command), creates the bucket,
@@ -671,12 +672,7 @@ class LocalStack:
             read_end = None
         services, offsets = {}, {}
         if nodes:
-            mlflow_url = f"http://{HOST}:{ports['mlflow']}"
-            services_env = {
-                **_client_env(s3_url, self.bucket, mlflow_url),
-                **_results_env(self.bucket),
-            }
-            node_env = cluster.node_env(_server_env(s3_url, {}), services_env, self.dir)
+            node_env = self._node_env(s3_url, self.bucket, f"http://{HOST}:{ports['mlflow']}")
             gcs_address = f"{HOST}:{head_ports['gcs']}"
 
         def start_node(name: str) -> None:
@@ -753,16 +749,9 @@ class LocalStack:
                 for name in workers:  # all at once; each registers with the head
                     start_node(name)
                 self._write_state(state)
-
-                def joined(name: str):
-                    def check() -> bool:
-                        alive = cluster.alive_nodes(dashboard, self.dir) or []
-                        return name in {n.get("labels", {}).get(cluster.NODE_LABEL) for n in alive}
-
-                    return check
-
                 for name in workers:
-                    self._wait(name, services[name], offsets[name], joined(name), every=0.5)
+                    joined = self._joined(dashboard, name)
+                    self._wait(name, services[name], offsets[name], joined, every=0.5)
             return state
         except BaseException:
             self._stop_services({"services": services}, timeout=3.0)
@@ -772,6 +761,66 @@ class LocalStack:
         finally:
             if read_end is not None:
                 os.close(read_end)
+
+    def _node_env(self, s3_url: str, bucket: str, mlflow_url: str) -> dict[str, str]:
+        """A Ray node's environment: the services' variables from `ray start` on."""
+        services_env = {**_client_env(s3_url, bucket, mlflow_url), **_results_env(bucket)}
+        return cluster.node_env(_server_env(s3_url, {}), services_env, self.dir)
+
+    def restart_ray(self, timeout: float | None = None) -> dict:
+        """Stop the Ray cluster's nodes (workers, then the head: its job drivers with it) by
+        PID and start them again with the same commands, ports and token, keeping S3 and
+        MLflow and what they hold: what a restarted head pod looks like to a suite (its
+        cluster gone, its jobs forgotten, the results store intact). Returns the new state."""
+        with self._locked():
+            state = self._require_state()
+            services = state["services"]
+            if cluster.HEAD not in services:
+                raise StackError(
+                    f"the stack in {self.dir} has no Ray cluster; start one with "
+                    "`up --ray-workers N`"
+                )
+            workers = sorted(n for n in services if n.startswith("ray-worker-"))
+            self._stop_services({"services": {n: services[n] for n in (*workers, cluster.HEAD)}},
+                                timeout)  # fmt: skip
+            env = self._node_env(services["s3"]["url"], state["bucket"], services["mlflow"]["url"])
+            offsets = {}
+
+            def start(name: str) -> None:
+                svc = services[name]
+                command = shlex.split(svc["command"])
+                proc, offsets[name] = self._spawn(
+                    command, env, Path(svc["log"]), None, cwd=Path(svc["home"])
+                )
+                self._procs[name] = proc
+                svc["pid"] = proc.pid
+
+            start(cluster.HEAD)
+            self._write_state(state)
+            dashboard = services[cluster.HEAD]["url"]
+            self._wait(
+                cluster.HEAD,
+                services[cluster.HEAD],
+                offsets[cluster.HEAD],
+                lambda: cluster.head_healthy(dashboard, self.dir),
+                every=0.5,
+            )
+            for name in workers:
+                start(name)
+            self._write_state(state)
+            for name in workers:
+                self._wait(
+                    name, services[name], offsets[name], self._joined(dashboard, name), every=0.5
+                )
+            self.state = state
+            return state
+
+    def _joined(self, dashboard: str, name: str):
+        def check() -> bool:
+            alive = cluster.alive_nodes(dashboard, self.dir) or []
+            return name in {n.get("labels", {}).get(cluster.NODE_LABEL) for n in alive}
+
+        return check
 
     def _spawn(
         self,
@@ -921,6 +970,7 @@ def main(argv: list[str] | None = None) -> int:
         ("env", "print `export` lines for a shell"),
         ("status", "show what runs and whether it answers (exit code 1 if not all healthy)"),
         ("down", "stop the servers; fine when nothing runs"),
+        ("restart-ray", "restart the Ray cluster's nodes (by PID), keeping S3 and MLflow"),
     ]:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--dir", default=str(DEFAULT_DIR), help="state, logs, tracking database")
@@ -977,6 +1027,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(_describe(stack))
             return 0 if stack.healthy() else 1
+        elif args.command == "restart-ray":
+            stack = LocalStack(args.dir)
+            t0 = time.monotonic()
+            stack.restart_ray()
+            print(
+                f"stack: Ray cluster restarted in {time.monotonic() - t0:.1f} s ({stack.dir}); "
+                "its earlier jobs are gone: submit again (a suite resumes from S3)",
+                file=sys.stderr,
+            )
         elif args.command == "down":
             stack = LocalStack(args.dir)
             had_cluster = cluster.HEAD in (stack.read_state() or {}).get("services", {})

@@ -76,6 +76,30 @@ def test_the_rendered_entrypoint_is_the_built_one(overlay, scale):
     assert one(render(overlay), "RayJob")["spec"]["entrypoint"] == entrypoint("paper", scale)
 
 
+ARC_ARMS = "arms=[trm_att_arc1,hrm_arc1,trm_mlp_arc1,trm_att_arc2,hrm_arc2,trm_mlp_arc2]"
+ARC_ON_4_GPUS = ("main", "paper", ARC_ARMS, "scale.workers_per_trial=4")
+
+
+def test_the_arc_overlay_runs_each_trial_on_a_four_gpu_worker_group_that_fits_a_pod():
+    """The paper trains ARC on 4 GPUs per run: the gpu-arc overlay runs the main suite's ARC rows
+    with 4 data-parallel workers per trial; a worker pod holds all 4 of a trial's workers."""
+    patches = yaml.safe_load((K8S / "overlays" / "gpu-arc" / "rayjob-arc-4gpu.yaml").read_text())
+    (patch,) = [p for p in patches if p["path"] == "/spec/entrypoint"]
+    assert patch["value"] == entrypoint(*ARC_ON_4_GPUS)
+    docs = render("gpu-arc")
+    command = one(docs, "RayJob")["spec"]["entrypoint"]
+    assert command == entrypoint(*ARC_ON_4_GPUS)
+    checked = check(command, container_env(_head(docs), docs))
+    scale = checked.config["scale"]
+    assert checked.suite == "main" and checked.trials == 6 * checked.seeds
+    assert {arm[-4:] for arm in checked.arms} == {"arc1", "arc2"}
+    workers = scale["workers_per_trial"]
+    assert workers == 4 and 768 % workers == 0  # the ARC global batch splits over them
+    limits = _worker(docs)["resources"]["limits"]
+    assert float(limits["cpu"]) >= workers * scale["cpus_per_trial"]
+    assert float(limits["nvidia.com/gpu"]) >= workers * scale["gpus_per_trial"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

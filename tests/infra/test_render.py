@@ -18,6 +18,7 @@ from tests.infra.manifests import (
 
 EXPECTED = {
     "gpu": {"RayJob"},
+    "gpu-arc": {"RayJob"},
     "cpu-mini": {"RayJob"},
     "gpu-cluster": {"RayCluster"},
 }

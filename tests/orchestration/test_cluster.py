@@ -420,3 +420,81 @@ def test_a_worker_node_that_dies_mid_suite_loses_no_trial(tmp_path):
             if run.info.run_name in resumed:
                 assert node == "ray-worker-1", (run.info.run_name, node)
         print(f"trials expected 4, finished {len(children)}, resumed {resumed}")
+
+
+def drivers(temp_dir: str) -> list[int]:
+    """PIDs of the suite drivers a node runs (a Jobs-API job's entrypoint, under its
+    supervisor actor)."""
+    found = []
+    for pid in cluster.node_processes(temp_dir):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"orchestration.ablate" in cmdline and running(pid):
+            found.append(pid)
+    return found
+
+
+@needs_proc
+@pytest.mark.slow
+def test_a_killed_driver_and_a_restarted_head_are_survived_by_submitting_again(tmp_path):
+    """(b) The job's driver is killed (SIGKILL, by PID) once a trial has checkpointed: the job
+    fails, and the same entrypoint submitted again resumes the suite. (c) While that second job
+    runs, the whole Ray cluster restarts (`stack restart-ray`: every node's processes ended by
+    PID, then started again; S3 and MLflow kept), which forgets the job: submitted a third
+    time, the suite resumes again and finishes, every trial once, each evaluation logged once,
+    none RUNNING (what KubeRay's RayJob retries do on a fresh cluster)."""
+    steps = 60
+    command = entrypoint(
+        "smoke", "smoke", f"scale.steps={steps}", "scale.eval_every=10", "scale.max_failures=3"
+    )
+    with Cluster(tmp_path / "stack") as c:
+        from tests.orchestration.test_ablate import boto3_client
+
+        s3 = boto3_client(c.env)
+
+        def checkpoints() -> int:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket="trm")
+            keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+            return sum(k.endswith("/state.pt") and "/checkpoint_" in k for k in keys)
+
+        # (b) the driver dies
+        c.submit("smoke-driver-1", command)
+        info = c.wait("smoke-driver-1", timeout=300, until=lambda: checkpoints() >= 1)
+        assert info["status"] == "RUNNING", c.logs("smoke-driver-1")[-4000:]
+        (driver,) = drivers(c.head["temp_dir"])
+        os.kill(driver, signal.SIGKILL)
+        t_kill, written = time.monotonic(), checkpoints()
+        assert c.wait("smoke-driver-1", timeout=120)["status"] == "FAILED"
+        c.submit("smoke-driver-2", command)
+        info = c.wait("smoke-driver-2", timeout=300, until=lambda: checkpoints() > written)
+        assert info["status"] == "RUNNING", c.logs("smoke-driver-2")[-4000:]
+        assert "resuming" in c.logs("smoke-driver-2")
+        print(f"driver killed: the resubmitted suite checkpointed again "
+              f"{time.monotonic() - t_kill:.1f} s later")  # fmt: skip
+
+        # (c) the head (and with it the cluster) restarts while the second job runs
+        c.watch()
+        restart = cli("restart-ray", "--dir", str(c.dir))
+        assert restart.returncode == 0, restart.stderr
+        c.state = json.loads((c.dir / st.STATE_FILE).read_text())
+        c.services, c.head = c.state["services"], c.state["services"]["ray-head"]
+        c.watch()
+        with pytest.raises(urllib.error.HTTPError):  # the new head knows no earlier job
+            c.job("smoke-driver-2")
+        c.submit("smoke-driver-3", command)
+        info = c.wait("smoke-driver-3", timeout=400)
+        logs = c.logs("smoke-driver-3")
+        assert info["status"] == "SUCCEEDED", logs[-4000:]
+        assert "resuming" in logs, logs[:6000]  # trials finished before are not run again
+
+        children = check_runs(c.env["MLFLOW_TRACKING_URI"], last_step=steps)
+        resumed = {
+            r.info.run_name: r.data.tags["trm.resumed_from_steps"]
+            for r in children
+            if "trm.resumed_from_steps" in r.data.tags
+        }
+        assert resumed, "no trial continued from a checkpoint"
+        print(f"trials expected 4, finished {len(children)}, lost 0, duplicated 0 "
+              f"(one run each, every step once); resumed from steps {resumed}")  # fmt: skip
