@@ -122,6 +122,15 @@ def test_the_command_line_refuses_a_bad_worker_count(tmp_path):
     assert not (tmp_path / st.STATE_FILE).exists()
 
 
+def test_restarting_ray_needs_a_stack_with_a_cluster(tmp_path):
+    result = cli("restart-ray", "--dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "stack: error: the local stack is not running in" in result.stderr
+    (tmp_path / st.STATE_FILE).write_text(json.dumps({"bucket": "trm", "services": {}}))
+    result = cli("restart-ray", "--dir", str(tmp_path))
+    assert result.returncode == 1 and "has no Ray cluster; start one with" in result.stderr
+
+
 def test_a_node_temp_dir_is_short_enough_for_rays_sockets(tmp_path):
     deep = tmp_path / ("d" * 60) / "stack"
     temp = cluster.node_temp_dir(deep, "ray-worker-1")
