@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m orchestration.ablate suite=paper scale=mini
 
+# Two test processes, each taking whole files (module fixtures are built once): most slow tests
+# wait on drivers, servers and Ray, so this halves the wall time on 2 cores.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,34 @@
 """Shared fixtures: tiny configurations that keep unit tests fast on 2 CPU cores."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from trm_core import ModelConfig, TrainConfig
 
 torch.set_num_threads(2)
+
+
+def pytest_configure(config):
+    """Once, before any test process starts a Ray: the user's Ray auth token. Every embedded
+    Ray reads ~/.ray/auth_token and the first one writes it when it is missing; two started at
+    once on a fresh machine (`make test` runs two test processes) could each write their own."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        return
+    from ray._private.authentication.authentication_token_generator import (
+        generate_new_authentication_token,
+    )
+
+    token.parent.mkdir(parents=True, exist_ok=True)
+    partial = token.with_name(f".auth_token.{os.getpid()}")
+    partial.write_text(generate_new_authentication_token())
+    partial.chmod(0o600)
+    partial.replace(token)  # whole or not at all
 
 
 def tiny_model_config(**overrides) -> ModelConfig:
