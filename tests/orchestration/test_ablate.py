@@ -492,7 +492,8 @@ def test_a_retry_after_a_kill_between_log_and_checkpoint_logs_no_step_twice(tmp_
 
 @pytest.mark.slow
 def test_a_second_driver_of_a_running_execution_is_refused_naming_the_first(tmp_path):
-    command = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=400"]
+    # long enough to be running still when the second driver has started (it is killed below)
+    command = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=20000", "scale.eval_every=1000"]
     driver = start_driver(tmp_path, command)
     try:
         results = tmp_path / ".trm" / "ray_results"
