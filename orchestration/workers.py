@@ -129,6 +129,7 @@ class WorkerGroupPublisher:
 def _worker(config: dict[str, Any]) -> None:
     """One rank of the group (Ray Train's train_loop_per_worker)."""
     import ray.train
+    import ray.train.torch
     import torch
 
     from orchestration.checkpoints import load_state
