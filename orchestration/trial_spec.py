@@ -89,8 +89,11 @@ class TrialSpec:
 
     def run_tags(self) -> dict[str, str]:
         """Identity of the trial's run: what a resumed trial looks its run up by."""
-        tags = {"trm.execution": self.execution or "", "trm.arm": self.arm}
-        tags["trm.seed"] = str(self.seed)
+        tags = {
+            "trm.execution": self.execution or "",
+            "trm.arm": self.arm,
+            "trm.seed": str(self.seed),
+        }
         if self.search_trial:  # search samples share arm and seed; the trial id separates them
             tags["trm.trial"] = self.search_trial
         return tags
