@@ -68,6 +68,8 @@ from orchestration.suite import (  # noqa: E402
 )
 from orchestration.tasks import task_shape  # noqa: E402
 from orchestration.tracking import (  # noqa: E402
+    INTERRUPTED_TAG,
+    STOPPED_EARLY_TAG,
     Tracker,
     axis_tags,
     default_artifact_location,
@@ -945,17 +947,39 @@ def _run_rounds(cfg, planned, execution, tracker, experiment_id, parent, run_tri
 def _close_trial_runs(tracker: Tracker, experiment_id: str, parent: str, results):
     """No trial run stays RUNNING: a trial whose process died (killed, out of memory) on its
     last allowed attempt never closed its run. Those of errored trials end FAILED with Tune's
-    error; any other left RUNNING ends KILLED, tagged with why."""
+    error. A trial Tune saw end well but whose run is still RUNNING was stopped between its
+    last report and closing its run (Tune ends the actor of a finished or scheduler-stopped
+    trial; under load the close can lose that race): FINISHED if it trained its whole budget,
+    else KILLED and tagged stopped early, as the trial itself would have closed it. Any other
+    left RUNNING ends KILLED, tagged with why."""
     for result in results:
-        if not result.error:
-            continue
         spec = _spec_of(result)
         if result.config.get("search"):  # the run was found by the sample's trial id
             trial_id = str((result.metrics or {}).get("trial_id", ""))
             spec = dataclasses.replace(spec, search_trial=trial_id)
         run = tracker.find_run(experiment_id, spec.run_tags())
-        if run and tracker.status(run) == "RUNNING":
+        if not run:
+            continue
+        reached = int((result.metrics or {}).get("step", 0))
+        status = tracker.status(run)
+        finished_as_driver_died = (  # ended KILLED when the suite resumed; Tune has its end
+            status == "KILLED"
+            and not result.error
+            and reached >= spec.budget.steps
+            and INTERRUPTED_TAG in tracker.client.get_run(run).data.tags
+        )
+        if finished_as_driver_died:
+            tracker.resume(run)
+            status = "RUNNING"
+        if status != "RUNNING":
+            continue
+        if result.error:
             tracker.finish(run, "FAILED", error=f"{type(result.error).__name__}: {result.error}")
+        elif reached >= spec.budget.steps:
+            tracker.finish(run, "FINISHED")
+        elif reached > 0:
+            tracker.client.set_tag(run, STOPPED_EARLY_TAG, f"at step {reached}")
+            tracker.finish(run, "KILLED")
     tracker.end_running_children(
         experiment_id, parent, "KILLED", "its trial ended without closing its run"
     )

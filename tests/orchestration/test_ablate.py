@@ -586,3 +586,54 @@ def test_a_resume_whose_saved_state_names_a_deleted_checkpoint_still_makes_progr
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/exact_accuracy")]
     assert steps == list(range(5, 601, 5))  # each evaluation once, none missing
+
+
+def test_trial_runs_left_open_are_closed_by_what_tune_saw_of_their_trials(tmp_path):
+    """The suite's end closes every trial run still open, from Tune's result for its trial: a
+    trial that trained its budget but whose actor Tune ended before it closed its run ends
+    FINISHED, as does one ended KILLED when a dead driver's suite resumed while Tune had its
+    final result; one a scheduler stopped early ends KILLED and says where; an errored one
+    ends FAILED; a run with no result to go by ends KILLED with the reason."""
+    from types import SimpleNamespace
+
+    from orchestration.ablate import _close_trial_runs, plan
+    from orchestration.tracking import INTERRUPTED_TAG, STOPPED_EARLY_TAG, Tracker
+    from orchestration.trial_spec import Tracking
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = tracker.experiment("trm-lab/smoke", str(tmp_path / "artifacts"))
+    parent = tracker.start_run(experiment, "suite", {"trm.role": "suite"})
+    (spec,) = plan(compose(*SMOKE, "arms=[trm]", "seeds=1"), tmp_path)["specs"]
+    steps = spec.budget.steps
+    results, runs_by_case = [], {}
+    for case, reached, status, error in [
+        ("stopped_after_last_report", steps, "RUNNING", None),
+        ("finished_as_driver_died", steps, "KILLED", None),
+        ("stopped_by_scheduler", steps // 2, "RUNNING", None),
+        ("errored", steps // 2, "RUNNING", RuntimeError("boom")),
+    ]:
+        attached = spec.attach(f"exe-{case}", Tracking(tracker.uri, experiment, parent))
+        run = tracker.start_run(
+            experiment, case, {**attached.run_tags(), "mlflow.parentRunId": parent}
+        )
+        if status == "KILLED":
+            tracker.client.set_tag(run, INTERRUPTED_TAG, "the suite's driver died")
+            tracker.client.set_terminated(run, status="KILLED")
+        runs_by_case[case] = run
+        config = {"trial": attached.to_dict()}
+        results.append(SimpleNamespace(config=config, metrics={"step": reached}, error=error))
+    orphan = tracker.start_run(experiment, "orphan", {"mlflow.parentRunId": parent})
+
+    _close_trial_runs(tracker, experiment, parent, results)
+    got = {case: tracker.client.get_run(run) for case, run in runs_by_case.items()}
+    assert got["stopped_after_last_report"].info.status == "FINISHED"
+    assert got["finished_as_driver_died"].info.status == "FINISHED"
+    assert INTERRUPTED_TAG not in got["finished_as_driver_died"].data.tags
+    assert got["stopped_by_scheduler"].info.status == "KILLED"
+    assert got["stopped_by_scheduler"].data.tags[STOPPED_EARLY_TAG] == f"at step {steps // 2}"
+    assert got["errored"].info.status == "FAILED"
+    orphaned = tracker.client.get_run(orphan)
+    assert (
+        orphaned.info.status == "KILLED"
+        and "without closing" in (orphaned.data.tags[INTERRUPTED_TAG])
+    )
