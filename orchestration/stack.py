@@ -738,20 +738,7 @@ class LocalStack:
                     "mlflow", services["mlflow"], offsets["mlflow"], lambda: _mlflow_healthy(url)
                 )
             if nodes:
-                dashboard = services[cluster.HEAD]["url"]
-                self._wait(
-                    cluster.HEAD,
-                    services[cluster.HEAD],
-                    offsets[cluster.HEAD],
-                    lambda: cluster.head_healthy(dashboard, self.dir),
-                    every=0.5,
-                )
-                for name in workers:  # all at once; each registers with the head
-                    start_node(name)
-                self._write_state(state)
-                for name in workers:
-                    joined = self._joined(dashboard, name)
-                    self._wait(name, services[name], offsets[name], joined, every=0.5)
+                self._join_workers(state, offsets, workers, start_node)
             return state
         except BaseException:
             self._stop_services({"services": services}, timeout=3.0)
@@ -797,30 +784,35 @@ class LocalStack:
 
             start(cluster.HEAD)
             self._write_state(state)
-            dashboard = services[cluster.HEAD]["url"]
-            self._wait(
-                cluster.HEAD,
-                services[cluster.HEAD],
-                offsets[cluster.HEAD],
-                lambda: cluster.head_healthy(dashboard, self.dir),
-                every=0.5,
-            )
-            for name in workers:
-                start(name)
-            self._write_state(state)
-            for name in workers:
-                self._wait(
-                    name, services[name], offsets[name], self._joined(dashboard, name), every=0.5
-                )
+            self._join_workers(state, offsets, workers, start)
             self.state = state
             return state
 
-    def _joined(self, dashboard: str, name: str):
-        def check() -> bool:
-            alive = cluster.alive_nodes(dashboard, self.dir) or []
-            return name in {n.get("labels", {}).get(cluster.NODE_LABEL) for n in alive}
+    def _join_workers(self, state: dict, offsets: dict, workers: list[str], start) -> None:
+        """With the head started: wait until it answers, start the workers (all at once; each
+        registers with the head), record them, and wait until each has joined."""
+        services = state["services"]
+        dashboard = services[cluster.HEAD]["url"]
+        self._wait(
+            cluster.HEAD,
+            services[cluster.HEAD],
+            offsets[cluster.HEAD],
+            lambda: cluster.head_healthy(dashboard, self.dir),
+            every=0.5,
+        )
+        for name in workers:
+            start(name)
+        self._write_state(state)
 
-        return check
+        def joined(name: str):
+            def check() -> bool:
+                alive = cluster.alive_nodes(dashboard, self.dir) or []
+                return name in {n.get("labels", {}).get(cluster.NODE_LABEL) for n in alive}
+
+            return check
+
+        for name in workers:
+            self._wait(name, services[name], offsets[name], joined(name), every=0.5)
 
     def _spawn(
         self,

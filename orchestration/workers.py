@@ -30,10 +30,14 @@ from typing import Any
 
 from orchestration.checkpoints import (
     filesystem_for,
+    load_state,
     slim_older_evaluations,
     trial_storage_uri,
 )
+from orchestration.preemption import publish_checkpoint
 from orchestration.resume import newest_complete_checkpoint
+from orchestration.tracking import Tracker
+from orchestration.trial import CHECKPOINT_FILE, kill_this_process, train_trial
 from orchestration.trial_spec import TrialSpec
 
 WORKER_GROUP_WAIT_S = 3600
@@ -54,8 +58,6 @@ def train_on_workers(spec: TrialSpec, run_id: str, first_attempt: bool) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from orchestration.trial import CHECKPOINT_FILE
 
     os.environ.setdefault(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, str(WORKER_GROUP_WAIT_S))
     uri = trial_storage_uri()
@@ -99,6 +101,7 @@ class WorkerGroupPublisher:
 
     def __init__(self, rank: int, trial_uri: str, next_index: int, full_checkpoints: int | None):
         self.rank, self.trial_uri = rank, trial_uri
+        self.filesystem, self.root = filesystem_for(trial_uri)
         self.next_index, self.full_checkpoints = next_index, full_checkpoints
 
     def evaluation(self, report: dict[str, float], state: dict[str, Any]) -> None:
@@ -107,23 +110,17 @@ class WorkerGroupPublisher:
         if self.rank == 0:
             self._publish(state)
             if self.full_checkpoints:
-                from orchestration.trial import CHECKPOINT_FILE
-
-                filesystem, root = filesystem_for(self.trial_uri)
-                slim_older_evaluations(filesystem, root, self.full_checkpoints, CHECKPOINT_FILE)
+                keep = self.full_checkpoints
+                slim_older_evaluations(self.filesystem, self.root, keep, CHECKPOINT_FILE)
         ray.train.report(report)
 
     def between(self, state: dict[str, Any]) -> str:
         return self._publish(state) if self.rank == 0 else ""
 
     def _publish(self, state: dict[str, Any]) -> str:
-        from orchestration.preemption import publish_checkpoint
-        from orchestration.trial import CHECKPOINT_FILE
-
-        filesystem, root = filesystem_for(self.trial_uri)
-        folder = f"{root}/checkpoint_{self.next_index:06d}"
+        folder = f"{self.root}/checkpoint_{self.next_index:06d}"
         self.next_index += 1
-        return publish_checkpoint(filesystem, folder, state, CHECKPOINT_FILE)
+        return publish_checkpoint(self.filesystem, folder, state, CHECKPOINT_FILE)
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -132,9 +129,6 @@ def _worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from orchestration.checkpoints import load_state
-    from orchestration.tracking import Tracker
-    from orchestration.trial import kill_this_process, train_trial
     from trm_core import Trainer
     from trm_core.distributed import Shard, any_rank
 
@@ -145,8 +139,6 @@ def _worker(config: dict[str, Any]) -> None:
     trainer = Trainer(spec.model, spec.train, device, shard=Shard.of_process_group())
     state = None
     if config["resume_from"] is not None:
-        from orchestration.trial import CHECKPOINT_FILE
-
         filesystem, _ = filesystem_for(config["trial_uri"])
         state = load_state(filesystem, f"{config['resume_from']}/{CHECKPOINT_FILE}")
     publisher = WorkerGroupPublisher(

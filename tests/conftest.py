@@ -3,9 +3,11 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from datasets.arrays import PuzzleArrays
 from trm_core import ModelConfig, TrainConfig
 
 torch.set_num_threads(2)
@@ -63,6 +65,20 @@ def tiny_train_config(**overrides) -> TrainConfig:
     )
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def random_arrays(cfg: ModelConfig, examples: int = 40, seed: int = 0) -> PuzzleArrays:
+    """Random puzzles of `cfg`'s shape, one example each, with random puzzle ids."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(1, cfg.vocab_size, (examples, cfg.seq_len)).astype(np.uint8)
+    labels = rng.integers(1, cfg.vocab_size, (examples, cfg.seq_len)).astype(np.uint8)
+    return PuzzleArrays.one_example_per_puzzle(
+        inputs,
+        labels,
+        np.ones(examples, dtype=np.int64),
+        cfg.vocab_size,
+        puzzle_ids=rng.integers(0, cfg.num_puzzle_ids, examples).astype(np.int32),
+    )
 
 
 def random_batch(cfg: ModelConfig, batch_size: int, seed: int) -> dict[str, torch.Tensor]:

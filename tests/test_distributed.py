@@ -5,33 +5,18 @@ and a two-rank run stopped, saved and resumed by fresh trainers continues bit fo
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from datasets.arrays import PuzzleArrays
 from datasets.loader import TrainBatches
-from tests.conftest import tiny_model_config, tiny_train_config
+from tests.conftest import random_arrays, tiny_model_config, tiny_train_config
 from trm_core import Trainer
 from trm_core.distributed import Shard
 
 STEPS = 6
 TIMINGS = ("step_time_s", "examples_per_s")
-
-
-def _arrays(cfg, examples=40, seed=0):
-    rng = np.random.default_rng(seed)
-    inputs = rng.integers(1, cfg.vocab_size, (examples, cfg.seq_len)).astype(np.uint8)
-    labels = rng.integers(1, cfg.vocab_size, (examples, cfg.seq_len)).astype(np.uint8)
-    return PuzzleArrays.one_example_per_puzzle(
-        inputs,
-        labels,
-        np.ones(examples, dtype=np.int64),
-        cfg.vocab_size,
-        puzzle_ids=rng.integers(0, cfg.num_puzzle_ids, examples).astype(np.int32),
-    )
 
 
 def _configs(preset):
@@ -42,7 +27,7 @@ def _train(preset, shard, resume_at=None):
     """STEPS steps from the same global batches; at `resume_at` the state is saved and a fresh
     trainer and loader continue from it. Returns (final state, per-step metrics)."""
     mcfg, tcfg = _configs(preset)
-    data = _arrays(mcfg)
+    data = random_arrays(mcfg)
     trainer = Trainer(mcfg, tcfg, "cpu", shard=shard)
     loader = TrainBatches(data, tcfg.global_batch_size, seed=0)
     batches = iter(loader)

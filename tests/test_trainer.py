@@ -8,23 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.arrays import PuzzleArrays
 from datasets.loader import TrainBatches, eval_batches
-from tests.conftest import random_batch, tiny_model_config, tiny_train_config
+from tests.conftest import random_arrays, random_batch, tiny_model_config, tiny_train_config
 from trm_core import Trainer, TrainerCallback
-
-
-def _arrays(cfg, examples=40, seed=0):
-    rng = np.random.default_rng(seed)
-    inputs = rng.integers(1, cfg.vocab_size, (examples, cfg.seq_len)).astype(np.uint8)
-    labels = rng.integers(1, cfg.vocab_size, (examples, cfg.seq_len)).astype(np.uint8)
-    return PuzzleArrays.one_example_per_puzzle(
-        inputs,
-        labels,
-        np.ones(examples, dtype=np.int64),
-        cfg.vocab_size,
-        puzzle_ids=rng.integers(0, cfg.num_puzzle_ids, examples).astype(np.int32),
-    )
 
 
 class Record(TrainerCallback):
@@ -50,8 +36,8 @@ class Record(TrainerCallback):
 def test_resume_from_state_dict_is_exact(preset_overrides):
     mcfg = tiny_model_config(**preset_overrides)
     tcfg = tiny_train_config()
-    train = _arrays(mcfg)
-    test = _arrays(mcfg, examples=12, seed=1)
+    train = random_arrays(mcfg)
+    test = random_arrays(mcfg, examples=12, seed=1)
 
     def run(trainer, loader, steps, record):
         return trainer.fit(
@@ -88,9 +74,9 @@ def test_resume_from_state_dict_is_exact(preset_overrides):
 
 def test_evaluation_uses_the_ema_weights_and_restores_the_raw_ones():
     mcfg, tcfg = tiny_model_config(), tiny_train_config(ema_rate=0.5)
-    test = _arrays(mcfg, examples=6, seed=1)
+    test = random_arrays(mcfg, examples=6, seed=1)
     trainer = Trainer(mcfg, tcfg)
-    loader = TrainBatches(_arrays(mcfg), 8, seed=0)
+    loader = TrainBatches(random_arrays(mcfg), 8, seed=0)
     for _ in range(3):
         trainer.train_step(next(loader))
     raw = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -108,7 +94,7 @@ def test_evaluation_uses_the_ema_weights_and_restores_the_raw_ones():
 def test_evaluation_runs_all_steps_and_skips_padding_rows():
     mcfg, tcfg = tiny_model_config(), tiny_train_config()
     trainer = Trainer(mcfg, tcfg)
-    metrics = trainer.evaluate(eval_batches(_arrays(mcfg, examples=7), 5))  # 5 + 2 (3 padded)
+    metrics = trainer.evaluate(eval_batches(random_arrays(mcfg, examples=7), 5))  # 5 + 2 (3 padded)
     assert metrics["count"] == 7
     assert metrics["halt_step"] == mcfg.halt_max_steps  # the untrained Q head never halts
     assert {f"exact_accuracy/step={i}" for i in range(1, 5)} <= set(metrics)
