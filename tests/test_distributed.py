@@ -5,6 +5,10 @@ and a two-rank run stopped, saved and resumed by fresh trainers continues bit fo
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -46,6 +50,11 @@ def _train(preset, shard, resume_at=None):
 
 
 def _rank(rank, world, init_file, preset, resume_at, out):
+    # each rank's stderr in a file (a rank that aborts in C++ says why only there); gloo on the
+    # loopback interface (traffic stays on this machine)
+    os.dup2(os.open(f"{out}.rank{rank}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+    if "lo" in {name for _, name in socket.if_nameindex()}:
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -59,7 +68,14 @@ def _rank(rank, world, init_file, preset, resume_at, out):
 
 def _two_ranks(tmp_path, preset, resume_at=None, name="run"):
     out = tmp_path / f"{name}.pt"
-    mp.spawn(_rank, args=(2, str(tmp_path / f"{name}.init"), preset, resume_at, str(out)), nprocs=2)
+    try:
+        mp.spawn(
+            _rank, args=(2, str(tmp_path / f"{name}.init"), preset, resume_at, str(out)), nprocs=2
+        )
+    except mp.ProcessExitedException as err:
+        said = {r: Path(f"{out}.rank{r}.err") for r in range(2)}
+        said = {r: p.read_text()[-4000:] for r, p in said.items() if p.exists()}
+        raise AssertionError(f"{err}; the ranks' stderr: {said}") from err
     saved = torch.load(out, weights_only=False)
     return saved["state"], saved["metrics"]
 

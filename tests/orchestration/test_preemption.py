@@ -75,11 +75,17 @@ def test_sigterm_between_evaluations_checkpoints_and_the_retry_continues_exactly
         deadline, worker = time.time() + 300, None
         while time.time() < deadline and driver.poll() is None:
             run = _trial_run(uri) if (preempted / ".trm" / "mlflow.db").exists() else None
-            if run is not None and run.data.metrics.get("step", 0) >= 100:  # first evaluation
+            # the first evaluation logged and its checkpoint in the trial's folder: the trial
+            # is past step 100 (a SIGTERM before would checkpoint step 100 itself)
+            evaluated = list(
+                (preempted / ".trm" / "ray_results").glob("*/trm-seed0-*/checkpoint_*")
+            )
+            if run is not None and run.data.metrics.get("step", 0) >= 100 and evaluated:
                 worker = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])
                 break
             time.sleep(0.2)
         assert worker is not None, "the trial never reached its first evaluation"
+        time.sleep(1.0)  # a few steps past it (100 steps take ≥ 10 s here)
         os.kill(worker, signal.SIGTERM)  # the trial's own worker, started by this test's run
         assert driver.wait(timeout=300) == 0
     finally:
