@@ -12,9 +12,10 @@ embedding gradients gathered as the official code). Rank 0 logs to the trial's M
 writes each checkpoint into the trial's folder exactly as a one-worker trial's (checkpoint_<n>/
 state.pt, published whole), so resume (orchestration/resume.py: the newest complete
 checkpoint), retention and `orchestration.rescore` do not know the difference; a checkpoint
-holds the global carry and resumes on any number of workers that divides the batch. Every rank
-evaluates the whole test split (the same numbers on each: no communication; rank 0's are
-reported), and the evaluation's metrics reach Tune through Ray Train's report.
+holds the global carry and resumes on any number of workers that divides the batch. The ranks
+split the test split's batches and each folds all of them in order (trm_core.Trainer.evaluate),
+so every rank has the one-process metrics, N times faster; rank 0's reach MLflow, and Tune
+through Ray Train's report.
 
 A worker lost (its node, a kill) fails the group; the Tune trial fails with it and Tune
 retries it from the newest checkpoint, as a one-worker trial. The trial's own actor only waits
@@ -136,6 +137,8 @@ def _worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(spec.threads)
     device = ray.train.torch.get_device() if spec.gpus_per_worker > 0 else torch.device("cpu")
+    if device.type == "cuda":  # NCCL's object collectives (the evaluation's) use the current GPU
+        torch.cuda.set_device(device)
     trainer = Trainer(spec.model, spec.train, device, shard=Shard.of_process_group())
     state = None
     if config["resume_from"] is not None:

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from datasets.loader import TrainBatches
+from datasets.loader import TrainBatches, eval_batches
 from tests.conftest import random_arrays, tiny_model_config, tiny_train_config
 from trm_core import Trainer
 from trm_core.distributed import Shard
@@ -49,7 +49,9 @@ def _train(preset, shard, resume_at=None):
     return trainer.state_dict(), metrics
 
 
-def _rank(rank, world, init_file, preset, resume_at, out):
+def _rank(rank, world, init_file, out, job, *args):
+    """One rank of a gloo group running `job(*args)`; rank 0 saves what it returns to `out`
+    (every rank with `job.every_rank`, to `out.rank<r>`)."""
     # each rank's stderr in a file (a rank that aborts in C++ says why only there); gloo on the
     # loopback interface (traffic stays on this machine)
     os.dup2(os.open(f"{out}.rank{rank}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
@@ -58,26 +60,37 @@ def _rank(rank, world, init_file, preset, resume_at, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        state, metrics = _train(preset, Shard.of_process_group(), resume_at)
-        if rank == 0:
-            torch.save({"state": state, "metrics": metrics}, out)
+        result = job(*args)
+        if getattr(job, "every_rank", False):
+            torch.save(result, f"{out}.rank{rank}")
+        elif rank == 0:
+            torch.save(result, out)
         dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
 
 
-def _two_ranks(tmp_path, preset, resume_at=None, name="run"):
+def _spawn(tmp_path, name, job, *args, world=2):
     out = tmp_path / f"{name}.pt"
     try:
         mp.spawn(
-            _rank, args=(2, str(tmp_path / f"{name}.init"), preset, resume_at, str(out)), nprocs=2
+            _rank, args=(world, str(tmp_path / f"{name}.init"), str(out), job, *args), nprocs=world
         )
     except mp.ProcessExitedException as err:
-        said = {r: Path(f"{out}.rank{r}.err") for r in range(2)}
+        said = {r: Path(f"{out}.rank{r}.err") for r in range(world)}
         said = {r: p.read_text()[-4000:] for r, p in said.items() if p.exists()}
         raise AssertionError(f"{err}; the ranks' stderr: {said}") from err
-    saved = torch.load(out, weights_only=False)
-    return saved["state"], saved["metrics"]
+    if getattr(job, "every_rank", False):
+        return [torch.load(f"{out}.rank{r}", weights_only=False) for r in range(world)]
+    return torch.load(out, weights_only=False)
+
+
+def _train_on_group(preset, resume_at):
+    return _train(preset, Shard.of_process_group(), resume_at)
+
+
+def _two_ranks(tmp_path, preset, resume_at=None, name="run"):
+    return _spawn(tmp_path, name, _train_on_group, preset, resume_at)
 
 
 def _assert_close(a, b, exact: bool, where: str = "state") -> None:
@@ -156,3 +169,54 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
         Trainer(mcfg, tcfg, "cpu", shard=Shard(0, 3))
     with pytest.raises(ValueError, match=r"rank 2 is not in \[0, world_size=2\)"):
         Shard(2, 2)
+
+
+class RecordingHook:
+    """An evaluation hook that keeps everything it is handed, in order."""
+
+    def __init__(self):
+        self.seen = []
+
+    def update(self, batch, predictions, q_halt_prob, valid):
+        self.seen.append(
+            [t.clone() for t in (batch["puzzle_ids"], predictions, q_halt_prob, valid)]
+        )
+
+    def compute(self):
+        return {"rows_seen": float(sum(int(valid.sum()) for *_, valid in self.seen))}
+
+
+def _evaluate_on_group():
+    """Two training steps on the group, then its EMA weights evaluated on 40 puzzles in
+    batches of 16 (three batches, the last padded; two ranks: one batch in the second round),
+    split over the ranks and, for comparison, whole on every rank with the same weights."""
+    mcfg, tcfg = _configs({})
+    data = random_arrays(mcfg)
+    trainer = Trainer(mcfg, tcfg, "cpu", shard=Shard.of_process_group())
+    batches = iter(TrainBatches(data, tcfg.global_batch_size, seed=0))
+    for _ in range(2):
+        trainer.train_step(next(batches))
+    scored, score_batch = [], trainer._score_batch
+    trainer._score_batch = lambda batch, with_host: (
+        scored.append(1) or score_batch(batch, with_host)
+    )
+    results = {}
+    for how, shard in (("split", trainer.shard), ("whole", None)):
+        trainer.shard, hook = shard, RecordingHook()
+        scored.clear()
+        metrics = trainer.evaluate(eval_batches(data, 16), [hook])
+        results[how] = metrics, hook.seen, len(scored)
+    return results
+
+
+_evaluate_on_group.every_rank = True
+
+
+@pytest.mark.slow
+def test_two_ranks_split_the_evaluation_and_each_returns_the_one_process_metrics(tmp_path):
+    for rank, result in enumerate(_spawn(tmp_path, "evaluate", _evaluate_on_group)):
+        (split, split_seen, split_scored), (whole, whole_seen, whole_scored) = result.values()
+        assert whole["rows_seen"] == whole["count"] == 40 and len(whole_seen) == 3
+        assert (whole_scored, split_scored) == (3, [2, 1][rank])  # batches 0, 2 | batch 1
+        assert split == whole  # exactly: each batch's scores folded in batch order
+        _assert_close(split_seen, whole_seen, exact=True, where="hook")

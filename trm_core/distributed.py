@@ -14,6 +14,9 @@ the official code's multi-GPU training does (TRM_SPEC §2.1: ARC trains on 4 GPU
   of the table, as the official `CastedSparseEmbeddingSignSGD_Distributed`;
 - the halting exploration draws are drawn for the global batch and sliced, so a W-rank run
   halts where the one-process run does;
+- evaluation is split by batches (rank r scores batches r, r+W, ...) and every rank folds all
+  the batches' scores in batch order, so it returns the one-process metrics exactly, W times
+  faster;
 - the carry is gathered into its global form in `state_dict` (every rank must call it) and
   sliced on load, so a checkpoint resumes on any number of ranks that divides the batch.
 
@@ -22,8 +25,10 @@ Without a shard nothing here runs: the one-process path is unchanged bit for bit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -80,3 +85,21 @@ def any_rank(flags: Sequence[bool], device: torch.device) -> list[bool]:
     values = torch.tensor([int(f) for f in flags], device=device)
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return [bool(v) for v in values.tolist()]
+
+
+def sharded_in_order(
+    items: Iterable[Any], work: Callable[[Any], Any], shard: Shard
+) -> Iterator[Any]:
+    """`work(item)` for every item, each computed by one rank (item i by rank i mod W), and
+    every result handed to every rank in item order: one all-gather of W results per round,
+    so memory holds a round, not the whole sequence. Every rank must iterate the same items
+    (the evaluation split, in order); each result must be picklable (CPU tensors)."""
+    items = iter(items)
+    while True:
+        round_ = list(itertools.islice(items, shard.world_size))
+        if not round_:
+            return
+        mine = work(round_[shard.rank]) if shard.rank < len(round_) else None
+        results: list[Any] = [None] * shard.world_size
+        dist.all_gather_object(results, mine)
+        yield from results[: len(round_)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 from trm_core.act import MODEL_INPUT_KEYS, Carry, initial_carry, supervision_step, would_halt
 from trm_core.config import ModelConfig, TrainConfig
 from trm_core.cpu import auto_cpu_dtype, retain_freed_memory
-from trm_core.distributed import Shard, all_reduce_sum_, gather_rows
+from trm_core.distributed import Shard, all_reduce_sum_, gather_rows, sharded_in_order
 from trm_core.ema import EMA
 from trm_core.evaluation import EvalAccumulator, EvalHook
 from trm_core.losses import IGNORE_LABEL, act_loss, sequence_correctness, token_cross_entropy
@@ -324,47 +325,63 @@ class Trainer:
     def evaluate(
         self, batches: Iterable[Mapping[str, Any]], hooks: Sequence[EvalHook] = ()
     ) -> dict[str, float]:
-        """Run every test sequence for all `halt_max_steps` steps with the EMA weights."""
-        cfg = self.model_config
-        accumulator = EvalAccumulator(cfg.halt_max_steps)
+        """Run every test sequence for all `halt_max_steps` steps with the EMA weights.
+
+        With a shard the ranks split the batches (rank r scores batches r, r+W, ...) and every
+        rank then folds every batch's scores in batch order, so each returns the one-process
+        metrics exactly (per-batch values do not depend on which rank computed them)."""
+        accumulator = EvalAccumulator(self.model_config.halt_max_steps)
         self.model.eval()
         weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
+        score_batch = functools.partial(self._score_batch, with_host=bool(hooks))
+        if self.shard is None:
+            scores = map(score_batch, batches)
+        else:
+            scores = sharded_in_order(batches, score_batch, self.shard)
         with weights, torch.inference_mode():
-            for batch in batches:
-                host, data = self._prepare(batch, training=False)
-                size = data["inputs"].shape[0]
-                carry = initial_carry(self.model, data, self.dtype)
-                halt_step = torch.full((size,), cfg.halt_max_steps, device=self.device)
-                decided = torch.zeros(size, dtype=torch.bool, device=self.device)
-                exact_by_step = []
-                for step in range(cfg.halt_max_steps):
-                    carry, result = supervision_step(self.model, carry, data, training=False)
-                    out = result.output
-                    preds, fraction, seq_ok, counts = sequence_correctness(
-                        out.logits, data["labels"]
-                    )
-                    exact_by_step.append(seq_ok.cpu())
-                    newly = would_halt(self.model, out) & ~decided
-                    halt_step = torch.where(newly, step + 1, halt_step)
-                    decided |= newly
-                per_token = token_cross_entropy(out.logits, data["labels"], self.train_config.loss)
-                valid = (counts > 0).cpu()
-                accumulator.add(
-                    valid=valid,
-                    exact_final=seq_ok.cpu(),
-                    token_fraction=fraction.cpu(),
-                    lm_loss_per_seq=(per_token.sum(-1) / counts.clamp_min(1)).cpu(),
-                    halt_step=halt_step.cpu(),
-                    q_halt_correct=((out.q_halt >= 0) == seq_ok).cpu(),
-                    exact_by_step=exact_by_step,
-                )
-                q_prob = torch.sigmoid(out.q_halt).cpu()
+            for score in scores:
+                accumulator.add(**score["accumulate"])
                 for hook in hooks:
-                    hook.update(host, preds.cpu(), q_prob, valid)
+                    hook.update(score["host"], score["preds"], score["q_prob"], score["valid"])
         metrics = accumulator.compute()
         for hook in hooks:
             metrics.update(hook.compute())
         return metrics
+
+    def _score_batch(self, batch: Mapping[str, Any], with_host: bool) -> dict[str, Any]:
+        """One evaluation batch: what the accumulator and the hooks need, on the CPU."""
+        cfg = self.model_config
+        host, data = self._prepare(batch, training=False)
+        size = data["inputs"].shape[0]
+        carry = initial_carry(self.model, data, self.dtype)
+        halt_step = torch.full((size,), cfg.halt_max_steps, device=self.device)
+        decided = torch.zeros(size, dtype=torch.bool, device=self.device)
+        exact_by_step = []
+        for step in range(cfg.halt_max_steps):
+            carry, result = supervision_step(self.model, carry, data, training=False)
+            out = result.output
+            preds, fraction, seq_ok, counts = sequence_correctness(out.logits, data["labels"])
+            exact_by_step.append(seq_ok.cpu())
+            newly = would_halt(self.model, out) & ~decided
+            halt_step = torch.where(newly, step + 1, halt_step)
+            decided |= newly
+        per_token = token_cross_entropy(out.logits, data["labels"], self.train_config.loss)
+        valid = (counts > 0).cpu()
+        return {
+            "accumulate": dict(
+                valid=valid,
+                exact_final=seq_ok.cpu(),
+                token_fraction=fraction.cpu(),
+                lm_loss_per_seq=(per_token.sum(-1) / counts.clamp_min(1)).cpu(),
+                halt_step=halt_step.cpu(),
+                q_halt_correct=((out.q_halt >= 0) == seq_ok).cpu(),
+                exact_by_step=exact_by_step,
+            ),
+            "host": host if with_host else None,
+            "preds": preds.cpu(),
+            "q_prob": torch.sigmoid(out.q_halt).cpu(),
+            "valid": valid,
+        }
 
     # ---- loop ---------------------------------------------------------------------------
     def fit(
