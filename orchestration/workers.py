@@ -17,6 +17,8 @@ split the test split's batches and each folds all of them in order (trm_core.Tra
 so every rank has the one-process metrics, N times faster; rank 0's reach MLflow, and Tune
 through Ray Train's report.
 
+SIGTERM to a worker (a pod deletion, a spot reclaim) checkpoints the step in flight and stops
+the group (`CheckpointOnSigterm`), and Tune retries the trial from there, as a one-worker trial.
 A worker lost (its node, a kill) fails the group; the Tune trial fails with it and Tune
 retries it from the newest checkpoint, as a one-worker trial. The trial's own actor only waits
 on the group, so it reserves no CPU; the group waits up to WORKER_GROUP_WAIT_S for its
@@ -29,13 +31,15 @@ import os
 import sys
 from typing import Any
 
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
 from orchestration.checkpoints import (
     filesystem_for,
     load_state,
     slim_older_evaluations,
     trial_storage_uri,
 )
-from orchestration.preemption import publish_checkpoint
+from orchestration.preemption import publish_checkpoint, stop_on_sigterm, training
 from orchestration.resume import newest_complete_checkpoint
 from orchestration.tracking import Tracker
 from orchestration.trial import CHECKPOINT_FILE, kill_this_process, train_trial
@@ -87,12 +91,36 @@ def train_on_workers(spec: TrialSpec, run_id: str, first_attempt: bool) -> None:
             name=GROUP_FOLDER,
             storage_path=root,
             storage_filesystem=filesystem,
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback(), CheckpointOnSigterm()],
             # a lost worker fails the trial; Tune retries it (scale.max_failures)
             failure_config=FailureConfig(max_failures=0),
         ),
     )
-    group.fit()
+    # SIGTERM to this trial's actor while its group trains (a pod deletion sends it to every
+    # process) must not end it before the ranks, which checkpoint on their own SIGTERM, are
+    # done: the group then fails with `Preempted` and Tune retries the trial from there.
+    with training():
+        group.fit()
+
+
+class CheckpointOnSigterm(WorkerGroupCallback):
+    """Installs the SIGTERM handler of orchestration/preemption.py on every rank's main thread
+    (Ray Train runs the training loop in another thread, where no handler can be set), before
+    the training starts: SIGTERM to a rank then checkpoints the step in flight on every rank
+    (they agree each step) and the group stops, as a one-worker trial does."""
+
+    def after_worker_group_start(self, worker_group) -> None:
+        for rank, error in enumerate(worker_group.execute(_install_sigterm_handler)):
+            if error:
+                print(f"rank {rank}: SIGTERM will not checkpoint: {error}", file=sys.stderr)
+
+
+def _install_sigterm_handler() -> str | None:
+    try:
+        stop_on_sigterm()
+    except ValueError as err:  # not on the main thread
+        return str(err)
+    return None
 
 
 class WorkerGroupPublisher:

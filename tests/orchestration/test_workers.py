@@ -100,3 +100,42 @@ def test_a_worker_killed_mid_trial_is_survived_and_the_result_is_unchanged(tmp_p
     resumed = _eval_metrics(uri)
     # no step logged twice or missing, and every number as the uninterrupted run's
     assert resumed == _eval_metrics(f"sqlite:///{two_workers}/.trm/mlflow.db")
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_worker_checkpoints_the_group_and_the_retry_continues_exactly(
+    tmp_path, two_workers
+):
+    """What a pod deletion or spot reclaim sends: SIGTERM to rank 0's process once the trial
+    has evaluated. Every rank stops at the end of the step in flight, rank 0 checkpoints it,
+    the group fails with `Preempted` naming that step, and Tune's retry continues from it."""
+    from orchestration.tracking import RESUMED_TAG
+
+    uri = f"sqlite:///{tmp_path}/.trm/mlflow.db"
+    driver = start_driver(tmp_path, TWO, capture=True)
+    signalled = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:
+            run = _trial_run(uri) if (tmp_path / ".trm" / "mlflow.db").exists() else None
+            if run is not None and _checkpoints(tmp_path) and "trm.worker" in run.data.tags:
+                signalled = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])  # rank 0
+                os.kill(signalled, signal.SIGTERM)
+                break
+            time.sleep(0.1)
+        assert signalled is not None, "the trial checkpointed no evaluation before it ended"
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    _, (run,), (parent,) = runs(uri)
+    assert run.info.status == parent.info.status == "FINISHED"
+    resumed = int(run.data.tags[RESUMED_TAG].split(",")[-1])
+    # the attempt stopped on the signal (not killed by it) at the step the retry resumed from
+    assert f"SIGTERM at step {resumed}: checkpointed" in out + err, (out + err)[-3000:]
+    assert 10 <= resumed < 60
+    steps = [torch.load(p, weights_only=False)["trainer"]["step"] for p in _checkpoints(tmp_path)]
+    assert resumed in steps and steps == sorted(steps)
+    # no step logged twice or missing, and every number as the uninterrupted run's
+    assert _eval_metrics(uri) == _eval_metrics(f"sqlite:///{two_workers}/.trm/mlflow.db")
