@@ -71,23 +71,29 @@ def test_two_workers_train_what_one_worker_trains_at_the_same_global_batch(tmp_p
     assert state["trainer"]["carry"]["steps"].shape == (16,)  # all 16 slots, not one rank's 8
 
 
+def _signal_rank_0_once_evaluated(work: Path, driver, signum) -> int:
+    """`signum` to rank 0's process (started by this test's run) once the trial has written
+    its first evaluation's checkpoint; its PID."""
+    uri = f"sqlite:///{work}/.trm/mlflow.db"
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        run = _trial_run(uri) if (work / ".trm" / "mlflow.db").exists() else None
+        if run is not None and _checkpoints(work) and "trm.worker" in run.data.tags:
+            pid = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])
+            os.kill(pid, signum)
+            return pid
+        time.sleep(0.1)
+    raise AssertionError("the trial checkpointed no evaluation before it ended")
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_survived_and_the_result_is_unchanged(tmp_path, two_workers):
     from orchestration.tracking import RESUMED_TAG
 
     uri = f"sqlite:///{tmp_path}/.trm/mlflow.db"
     driver = start_driver(tmp_path, TWO)
-    killed = None
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and driver.poll() is None:
-            run = _trial_run(uri) if (tmp_path / ".trm" / "mlflow.db").exists() else None
-            if run is not None and _checkpoints(tmp_path) and "trm.worker" in run.data.tags:
-                killed = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])  # rank 0
-                os.kill(killed, signal.SIGKILL)
-                break
-            time.sleep(0.1)
-        assert killed is not None, "the trial checkpointed no evaluation before it ended"
+        killed = _signal_rank_0_once_evaluated(tmp_path, driver, signal.SIGKILL)
         assert driver.wait(timeout=300) == 0
     finally:
         if driver.poll() is None:
@@ -113,17 +119,8 @@ def test_sigterm_to_a_worker_checkpoints_the_group_and_the_retry_continues_exact
 
     uri = f"sqlite:///{tmp_path}/.trm/mlflow.db"
     driver = start_driver(tmp_path, TWO, capture=True)
-    signalled = None
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and driver.poll() is None:
-            run = _trial_run(uri) if (tmp_path / ".trm" / "mlflow.db").exists() else None
-            if run is not None and _checkpoints(tmp_path) and "trm.worker" in run.data.tags:
-                signalled = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])  # rank 0
-                os.kill(signalled, signal.SIGTERM)
-                break
-            time.sleep(0.1)
-        assert signalled is not None, "the trial checkpointed no evaluation before it ended"
+        _signal_rank_0_once_evaluated(tmp_path, driver, signal.SIGTERM)
         out, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, err[-3000:]
     finally:
