@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -22,7 +23,22 @@ from tests.orchestration.test_ablate import (
     start_driver,
 )
 
-COMMAND = [*SMOKE, "arms=[trm]", "seeds=1", "scale.steps=200", "scale.eval_every=100"]
+STEPS, EVAL_EVERY = 1000, 500  # the smoke model: ≈ 10 ms of CPU a step
+COMMAND = [
+    *SMOKE,
+    "arms=[trm]",
+    "seeds=1",
+    f"scale.steps={STEPS}",
+    f"scale.eval_every={EVAL_EVERY}",
+]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used: it advances only while the process
+    runs, so waiting on it means "the process did this much work", however loaded the
+    machine is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _eval_metrics(tracking_uri: str) -> dict[str, list[tuple[int, float]]]:
@@ -70,24 +86,27 @@ def test_sigterm_between_evaluations_checkpoints_and_the_retry_continues_exactly
     assert result.returncode == 0, result.stderr[-3000:]
 
     uri = f"sqlite:///{preempted}/.trm/mlflow.db"
-    driver = start_driver(preempted, COMMAND)
+    driver = start_driver(preempted, COMMAND, capture=True)
     try:
         deadline, worker = time.time() + 300, None
+        trials = preempted / ".trm" / "ray_results"
         while time.time() < deadline and driver.poll() is None:
             run = _trial_run(uri) if (preempted / ".trm" / "mlflow.db").exists() else None
-            # the first evaluation logged and its checkpoint in the trial's folder: the trial
-            # is past step 100 (a SIGTERM before would checkpoint step 100 itself)
-            evaluated = list(
-                (preempted / ".trm" / "ray_results").glob("*/trm-seed0-*/checkpoint_*")
-            )
-            if run is not None and run.data.metrics.get("step", 0) >= 100 and evaluated:
+            # the first evaluation logged and its checkpoint in the trial's folder
+            evaluated = list(trials.glob("*/trm-seed0-*/checkpoint_*"))
+            if run is not None and run.data.metrics.get("step", 0) >= EVAL_EVERY and evaluated:
                 worker = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert worker is not None, "the trial never reached its first evaluation"
-        time.sleep(1.0)  # a few steps past it (100 steps take ≥ 10 s here)
+        # past the evaluation (a SIGTERM within it stops at its checkpoint): 1 CPU-second of
+        # work later, tens of steps on, hundreds before the end, on a quiet or a loaded machine
+        start = _cpu_seconds(worker)
+        while time.time() < deadline and _cpu_seconds(worker) - start < 1.0:
+            time.sleep(0.05)
         os.kill(worker, signal.SIGTERM)  # the trial's own worker, started by this test's run
-        assert driver.wait(timeout=300) == 0
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err[-3000:]
     finally:
         if driver.poll() is None:
             kill_driver(driver, preempted)
@@ -96,8 +115,10 @@ def test_sigterm_between_evaluations_checkpoints_and_the_retry_continues_exactly
     (run,) = children
     assert run.info.status == "FINISHED" and parents[0].info.status == "FINISHED"
     resumed = [int(s) for s in run.data.tags[RESUMED_TAG].split(",")]
-    assert len(resumed) == 1 and 100 < resumed[0] < 200, resumed  # between the evaluations
-    print(f"SIGTERM after step 100: the retry continued from step {resumed[0]}")
+    assert len(resumed) == 1 and EVAL_EVERY < resumed[0] < STEPS, resumed  # between evaluations
+    # the attempt stopped on the signal (not killed by it) at the step the retry resumed from
+    assert f"SIGTERM at step {resumed[0]}: checkpointed" in out + err, (out + err)[-3000:]
+    print(f"SIGTERM after step {EVAL_EVERY}: the retry continued from step {resumed[0]}")
     assert _eval_metrics(uri) == _eval_metrics(f"sqlite:///{plain}/.trm/mlflow.db")
     trial_dir = next((preempted / ".trm" / "ray_results").glob("*/trm-seed0-*"))
     # the evaluations' checkpoints and the one written at the SIGTERM, in order, all kept
@@ -105,7 +126,7 @@ def test_sigterm_between_evaluations_checkpoints_and_the_retry_continues_exactly
         torch.load(path, weights_only=False)["trainer"]["step"]
         for path in sorted(trial_dir.glob("checkpoint_*/state.pt"))
     ]
-    assert steps == [100, resumed[0], 200]
+    assert steps == [EVAL_EVERY, resumed[0], STEPS]
 
 
 @pytest.mark.slow
