@@ -5,6 +5,7 @@ execution; Ray daemons left by a killed driver; a saved Tune state naming a chec
 gone; a rerun after a code edit. (Split from test_ablate.py so the two test processes of
 `make test` share the slow tests more evenly.)"""
 
+import contextlib
 import json
 import os
 import shutil
@@ -59,6 +60,39 @@ def _terminated_trials(results: Path) -> int:
     return sum(json.loads(t)["status"] == "TERMINATED" for t, _ in saved["trial_data"])
 
 
+def _freeze_ray_workers(cwd: Path) -> list[int]:
+    """SIGSTOP every Ray worker process (`ray::…`: trial actors, idle workers) of the embedded
+    Ray this test's run started in `cwd`: no trial ends or starts from here on, while the
+    driver goes on saving Tune's state. kill_driver ends them later (SIGKILL reaches a stopped
+    process)."""
+    from orchestration.ray_session import _processes, ray_temp_dir, session_processes
+
+    table = _processes()
+    workers = [
+        pid
+        for pid in session_processes(ray_temp_dir(cwd))
+        if pid in table and table[pid][1].startswith("ray::")
+    ]
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    return workers
+
+
+def _wait_for_a_state_save_after(results: Path, moment: float, timeout_s: float = 60) -> None:
+    """Until Tune's saved experiment state is newer than `moment` plus one save period (a save
+    begun before `moment` may not hold what happened just before it)."""
+    from orchestration.ablate import EXPERIMENT_STATE_EVERY_S
+
+    after = moment + float(EXPERIMENT_STATE_EVERY_S) + 0.5
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        saved = [p.stat().st_mtime for p in results.glob("*/experiment_state-*.json")]
+        if saved and max(saved) >= after:
+            return
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_search_state_survives_a_killed_driver(tmp_path):
     command = ["suite=search_lr", "scale=smoke", "scale.steps=40", "scale.max_concurrent_trials=1"]
@@ -66,13 +100,18 @@ def test_search_state_survives_a_killed_driver(tmp_path):
     results = tmp_path / ".trm" / "ray_results"
     deadline = time.time() + 300
     # Killed once Tune's saved state records a finished trial and the next one has
-    # checkpointed. (A trial that finishes and is killed before the next save, at most
-    # EXPERIMENT_STATE_EVERY_S later, is unknown to the resumed searcher, which samples once
-    # more: the run stays FINISHED, the search has one sample extra.)
+    # checkpointed, with the trials frozen first until Tune has saved its state again: a
+    # trial that finished and was killed before the next save (at most
+    # EXPERIMENT_STATE_EVERY_S later) would be unknown to the resumed searcher, which would
+    # sample once more (the run stays FINISHED, the search has one sample extra). That
+    # window is product behaviour; the test kills outside it, on a fast or a slow machine.
     while time.time() < deadline and not (
         _terminated_trials(results) >= 1 and len(list(results.glob("*/*/checkpoint_*"))) >= 5
     ):
-        time.sleep(0.5)
+        time.sleep(0.2)
+    frozen_at = time.time()
+    assert _freeze_ray_workers(tmp_path), "no Ray worker of the run was found"
+    _wait_for_a_state_save_after(results, frozen_at)
     kill_driver(driver, tmp_path)
     result = ablate(tmp_path, *command)
     assert result.returncode == 0, result.stderr[-3000:]
