@@ -390,21 +390,50 @@ def test_a_worker_node_that_dies_mid_suite_loses_no_trial(tmp_path):
         s3 = boto3_client(c.env)
         victim = c.services["ray-worker-2"]
 
-        def checkpointed_on_victim() -> bool:
-            """Worker 2 trains a trial, and two trials have checkpoints on S3 by now."""
-            if not trainables(victim["temp_dir"]):
+        def victim_trial_checkpointed() -> bool:
+            """A trial training on worker 2 has a checkpoint on S3 and steps still to go."""
+            from mlflow import MlflowClient
+
+            pids = {str(p) for p in trainables(victim["temp_dir"])}
+            if not pids:
                 return False
-            pages = s3.get_paginator("list_objects_v2").paginate(Bucket="trm")
-            keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-            trials = {k.split("/")[2] for k in keys if "/checkpoint_" in k}
-            return len(trials) >= 2
+            client = MlflowClient(c.env["MLFLOW_TRACKING_URI"])
+            experiment = client.get_experiment_by_name("trm-lab/smoke")
+            if experiment is None:
+                return False
+            for run in client.search_runs(
+                [experiment.experiment_id], "attributes.status = 'RUNNING'"
+            ):
+                tags = run.data.tags
+                if tags.get("trm.worker", ":").rsplit(":", 1)[1] not in pids:
+                    continue
+                if not 10 <= run.data.metrics.get("step", 0) < steps:
+                    continue
+                folder = tags["trm.checkpoint_dir"].removeprefix("s3://trm/")
+                listed = s3.list_objects_v2(Bucket="trm", Prefix=f"{folder}/checkpoint_")
+                if listed.get("KeyCount", 0):
+                    return True
+            return False
 
         c.submit("smoke-node-loss", command)
-        info = c.wait("smoke-node-loss", timeout=300, until=checkpointed_on_victim)
-        assert info["status"] == "RUNNING", c.logs("smoke-node-loss")[-4000:]
-        doomed = [p for p in cluster.node_processes(victim["temp_dir"]) if running(p)]
+        # The node dies (all of its processes at once, no goodbye) while one of its trials has
+        # a checkpoint and steps to go: frozen first (SIGSTOP), checked again, then killed.
+        for _ in range(20):
+            info = c.wait("smoke-node-loss", timeout=300, until=victim_trial_checkpointed)
+            assert info["status"] == "RUNNING", c.logs("smoke-node-loss")[-4000:]
+            doomed = [p for p in cluster.node_processes(victim["temp_dir"]) if running(p)]
+            for pid in doomed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            if victim_trial_checkpointed():
+                break
+            for pid in doomed:  # its trial ended meanwhile: let it go on, try again
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        else:
+            raise AssertionError("worker 2 never held a checkpointed trial with steps to go")
         killed_trials = trainables(victim["temp_dir"])
-        for pid in doomed:  # the node dies: all of its processes at once, no goodbye
+        for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         t_kill = time.monotonic()
