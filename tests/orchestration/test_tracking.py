@@ -4,7 +4,7 @@ at once. (A held sqlite lock needs no retry of ours: MLflow waits up to 20 s for
 
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -25,26 +25,44 @@ def test_a_real_error_is_not_retried(tmp_path):
     assert len(calls) == 1
 
 
+# Every script waits for all the processes at a file barrier (imports take seconds and vary
+# with the machine's load) before the part that races.
+BARRIER = """
+import os, time
+from pathlib import Path
+def all_here(folder, count):
+    Path(folder, str(os.getpid())).touch()
+    while len(os.listdir(folder)) < count:
+        time.sleep(0.005)
+"""
+
 # Each process logs, round after round, the dataset every other process logs that round: MLflow
 # looks a dataset up and inserts it when missing, so two first uses race on its unique key.
-LOG_SAME_DATASETS = """
-import sys, time
+LOG_SAME_DATASETS = (
+    BARRIER
+    + """
+import sys
 from orchestration.tracking import Tracker
-uri, experiment, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+folder, count, uri, experiment, rounds = sys.argv[1:6]
 tracker = Tracker(uri)
 run = tracker.start_run(experiment, "trial", {"trm.arm": "a"})
-for i in range(rounds):
+all_here(folder, int(count))
+start = time.time()
+for i in range(int(rounds)):
     time.sleep(max(0.0, start + 0.5 * i - time.time()))  # all processes start a round together
     tracker.log_dataset(run, "sudoku", f"digest-{i}", "store", "train")
 print("ok", flush=True)
 """
+)
 
 
-def run_together(script: str, *args: str, processes: int = 4) -> list[str]:
-    """Run `script` in `processes` real processes at once; their stdouts, each asserted ok."""
+def run_together(folder: Path, script: str, *args: str, processes: int = 4) -> list[str]:
+    """Run `script` in `processes` real processes at once (meeting at a barrier in `folder`);
+    their stdouts, each asserted ok."""
+    folder.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, *args],
+            [sys.executable, "-c", script, str(folder), str(processes), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -60,23 +78,25 @@ def run_together(script: str, *args: str, processes: int = 4) -> list[str]:
 def test_concurrent_first_uses_of_a_dataset_input_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = Tracker(uri).experiment("trm-lab/datasets")
-    start, rounds = time.time() + 8, 8
-    outputs = run_together(LOG_SAME_DATASETS, uri, experiment, str(start), str(rounds))
+    outputs = run_together(tmp_path / "ready", LOG_SAME_DATASETS, uri, experiment, "8")
     assert outputs == ["ok"] * 4
 
 
 # Opens the tracker of a store that does not exist yet, at the same moment as the others.
-OPEN_FRESH_STORE = """
-import sys, time
+OPEN_FRESH_STORE = (
+    BARRIER
+    + """
+import sys
 from orchestration.tracking import Tracker
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
-tracker = Tracker(sys.argv[1])
+all_here(sys.argv[1], int(sys.argv[2]))
+tracker = Tracker(sys.argv[3])
 print(tracker.experiment("trm-lab/fresh"), flush=True)
 """
+)
 
 
 def test_drivers_creating_one_fresh_store_at_once_all_get_a_working_store(tmp_path):
     uri = f"sqlite:///{tmp_path / '.trm' / 'mlflow.db'}"
-    outputs = run_together(OPEN_FRESH_STORE, uri, str(time.time() + 6))
+    outputs = run_together(tmp_path / "ready", OPEN_FRESH_STORE, uri)
     assert len(set(outputs)) == 1  # one experiment, seen by all
     assert sorted(p.name for p in (tmp_path / ".trm").iterdir()) == ["mlflow.db"]
