@@ -266,14 +266,14 @@ class Cluster:
         print(f"cluster up in {self.started_in:.1f} s, down in {time.monotonic() - t0:.1f} s")
 
 
-def check_runs(tracking_uri: str, last_step: int) -> list:
+def check_runs(tracking_uri: str, last_step: int, eval_every: int = 10) -> list:
     """Every trial of the smoke suite finished, one MLflow run each, none RUNNING, the parent
     FINISHED, and every evaluation step logged exactly once."""
     client, children, parents = runs(tracking_uri)
     assert sorted(r.info.run_name for r in children) == sorted(SMOKE_TRIALS)
     assert {r.info.status for r in children} == {"FINISHED"}
     assert [p.info.status for p in parents] == ["FINISHED"]
-    every = list(range(10, last_step + 1, 10))
+    every = list(range(eval_every, last_step + 1, eval_every))
     for run in children:
         for metric in ("step", "eval/exact_accuracy"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
@@ -483,9 +483,9 @@ def test_a_killed_driver_and_a_restarted_head_are_survived_by_submitting_again(t
     PID, then started again; S3 and MLflow kept), which forgets the job: submitted a third
     time, the suite resumes again and finishes, every trial once, each evaluation logged once,
     none RUNNING (what KubeRay's RayJob retries do on a fresh cluster)."""
-    steps = 60
+    steps = 120  # enough that the second job is still running when it is seen resumed
     command = entrypoint(
-        "smoke", "smoke", f"scale.steps={steps}", "scale.eval_every=10", "scale.max_failures=3"
+        "smoke", "smoke", f"scale.steps={steps}", "scale.eval_every=20", "scale.max_failures=3"
     )
     with Cluster(tmp_path / "stack") as c:
         from tests.orchestration.test_ablate import boto3_client
@@ -537,7 +537,7 @@ def test_a_killed_driver_and_a_restarted_head_are_survived_by_submitting_again(t
         assert info["status"] == "SUCCEEDED", logs[-4000:]
         assert "resuming" in logs, logs[:6000]  # trials finished before are not run again
 
-        children = check_runs(c.env["MLFLOW_TRACKING_URI"], last_step=steps)
+        children = check_runs(c.env["MLFLOW_TRACKING_URI"], last_step=steps, eval_every=20)
         resumed = {
             r.info.run_name: r.data.tags["trm.resumed_from_steps"]
             for r in children
