@@ -80,7 +80,10 @@ def _signal_rank_0_once_evaluated(work: Path, driver, signum) -> int:
         run = _trial_run(uri) if (work / ".trm" / "mlflow.db").exists() else None
         if run is not None and _checkpoints(work) and "trm.worker" in run.data.tags:
             pid = int(run.data.tags["trm.worker"].rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGSTOP)  # held still while the test checks it has steps to go
+            assert len(_checkpoints(work)) < 6, "the trial ended before it could be signalled"
             os.kill(pid, signum)
+            os.kill(pid, signal.SIGCONT)
             return pid
         time.sleep(0.1)
     raise AssertionError("the trial checkpointed no evaluation before it ended")
