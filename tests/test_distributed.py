@@ -197,8 +197,8 @@ def _evaluate_on_group():
     for _ in range(2):
         trainer.train_step(next(batches))
     scored, score_batch = [], trainer._score_batch
-    trainer._score_batch = lambda batch, with_host: (
-        scored.append(1) or score_batch(batch, with_host)
+    trainer._score_batch = lambda batch, for_hooks: (
+        scored.append(1) or score_batch(batch, for_hooks)
     )
     results = {}
     for how, shard in (("split", trainer.shard), ("whole", None)):

@@ -333,7 +333,7 @@ class Trainer:
         accumulator = EvalAccumulator(self.model_config.halt_max_steps)
         self.model.eval()
         weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
-        score_batch = functools.partial(self._score_batch, with_host=bool(hooks))
+        score_batch = functools.partial(self._score_batch, for_hooks=bool(hooks))
         if self.shard is None:
             scores = map(score_batch, batches)
         else:
@@ -342,14 +342,15 @@ class Trainer:
             for score in scores:
                 accumulator.add(**score["accumulate"])
                 for hook in hooks:
-                    hook.update(score["host"], score["preds"], score["q_prob"], score["valid"])
+                    hook.update(*score["hooks"])
         metrics = accumulator.compute()
         for hook in hooks:
             metrics.update(hook.compute())
         return metrics
 
-    def _score_batch(self, batch: Mapping[str, Any], with_host: bool) -> dict[str, Any]:
-        """One evaluation batch: what the accumulator and the hooks need, on the CPU."""
+    def _score_batch(self, batch: Mapping[str, Any], for_hooks: bool) -> dict[str, Any]:
+        """One evaluation batch: what the accumulator needs and, `for_hooks`, what the hooks
+        need, on the CPU (with a shard, this is what travels between the ranks)."""
         cfg = self.model_config
         host, data = self._prepare(batch, training=False)
         size = data["inputs"].shape[0]
@@ -377,10 +378,9 @@ class Trainer:
                 q_halt_correct=((out.q_halt >= 0) == seq_ok).cpu(),
                 exact_by_step=exact_by_step,
             ),
-            "host": host if with_host else None,
-            "preds": preds.cpu(),
-            "q_prob": torch.sigmoid(out.q_halt).cpu(),
-            "valid": valid,
+            "hooks": (host, preds.cpu(), torch.sigmoid(out.q_halt).cpu(), valid)
+            if for_hooks
+            else None,
         }
 
     # ---- loop ---------------------------------------------------------------------------
