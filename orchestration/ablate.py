@@ -282,6 +282,16 @@ def read_request(cfg: dict[str, Any]) -> Request:
     suite: Suite = load_suite(cfg["suite"])
     scale = cfg["scale"]
     search_values = _search_values(suite, cfg.get("search_values"))
+    workers = scale.get("workers_per_trial", 1)
+    if workers > 1 and suite.kind == "search" and search_values is None:
+        # Tried on this machine: search_lr at scale=smoke with 2 workers hung after its
+        # second trial (ASHA's stop meets Ray Train's controller inside the trial).
+        raise SuiteError(
+            f"suite {suite.name!r} is a search: scale.workers_per_trial={workers} is not "
+            "supported for searches (an early-stopped worker-group trial hangs Tune); "
+            "search with scale.workers_per_trial=1, then run the chosen values as a grid "
+            "with workers (`search_values={...} scale.workers_per_trial=N`)"
+        )
     # A search explores around the baseline; a grid runs every arm.
     default_arms = (
         [suite.baseline.name] if suite.kind == "search" else [a.name for a in suite.all_arms]

@@ -34,6 +34,16 @@ def test_a_batch_that_does_not_split_over_the_workers_is_refused_before_anything
         type(spec).from_dict(plain)
 
 
+def test_a_search_on_worker_groups_is_refused_saying_what_to_do_instead(tmp_path):
+    from orchestration.ablate import SuiteError, plan
+
+    search = ["suite=search_lr", "scale=smoke", "scale.workers_per_trial=2"]
+    with pytest.raises(SuiteError, match=r"is a search: scale\.workers_per_trial=2 is not supp"):
+        plan(compose(*search), tmp_path)
+    chosen = plan(compose(*search, "search_values={train.lr: 0.001}"), tmp_path)["specs"]
+    assert {s.workers for s in chosen} == {2}  # the chosen values, run as a grid: allowed
+
+
 def _checkpoints(work: Path) -> list[Path]:
     return sorted(work.glob(".trm/ray_results/*/trm-seed0-*/checkpoint_*/state.pt"))
 
