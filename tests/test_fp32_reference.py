@@ -31,6 +31,7 @@ import torch
 import trm_core
 from tests.conftest import random_batch, tiny_model_config, tiny_train_config
 from trm_core import ModelConfig, RecursiveReasoningModel, Trainer
+from trm_core.cpu import cpu_flags
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "fp32_reference.pt"  # the first one (AMD EPYC); others are named by machine
@@ -110,14 +111,7 @@ def _record(overrides: dict, batch_size: int) -> dict:
 def _cpu_isa() -> str:
     """The vector and matrix extensions /proc/cpuinfo lists (avx512*, amx*): CPUs of one
     vendor and one torch capability still differ in them, and BLAS kernels with them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return "+".join(sorted(f for f in flags if f.startswith(("avx512", "amx"))))
-    except OSError:
-        pass
-    return ""
+    return "+".join(sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))))
 
 
 def _cpu_vendor() -> str:
@@ -165,15 +159,15 @@ def _pin(tensor: torch.Tensor) -> dict:
 def reference() -> dict:
     """The reference recorded on this kind of machine (bit equality), else the first one
     (tolerance)."""
-    for path in _reference_files():
-        recorded = torch.load(path, weights_only=False)
-        if _recorded_here(recorded["environment"]):
-            return recorded
-    return torch.load(REFERENCE, weights_only=False)
+    return torch.load(_reference_file_here() or REFERENCE, weights_only=False)
 
 
-def _reference_files() -> list[Path]:
-    return sorted(DATA.glob("fp32_reference*.pt"))
+def _reference_file_here() -> Path | None:
+    """The reference file recorded on this kind of machine, if there is one."""
+    for path in sorted(DATA.glob("fp32_reference*.pt")):
+        if _recorded_here(torch.load(path, weights_only=False)["environment"]):
+            return path
+    return None
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -219,15 +213,10 @@ def main(only: list[str]) -> None:
     # accumulates rows from 2 threads in no fixed order at the mini shape; deterministic mode
     # makes it the serial in-order sum, which is what F.embedding's backward computes.
     torch.use_deterministic_algorithms(True)
-    here = [
-        p
-        for p in _reference_files()
-        if _recorded_here(torch.load(p, weights_only=False)["environment"])
-    ]
     env = _environment()
     isa = hashlib.sha256(env["cpu_isa"].encode()).hexdigest()[:8]
     named = f"{env['cpu_vendor']}-{env['cpu_capability']}-{isa}"
-    target = here[0] if here else DATA / f"fp32_reference.{named}.pt"
+    target = _reference_file_here() or DATA / f"fp32_reference.{named}.pt"
     cases = torch.load(target, weights_only=False)["cases"] if only and target.exists() else {}
     for name, args in CASES.items():
         if only and name not in only:
